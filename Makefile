@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine (python3 and the package registries only):
+#   make demo   create .venv, install, run the whole pipeline on the embedded demo dataset
+#   make test   create .venv if missing, install, run the test suite
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.fakeproof-installed
+export DVC_NO_ANALYTICS := 1
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: demo test test-fast install bench clean-venv
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	dvc repro
+	dvc metrics show
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not e2e"
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_attacks.py
+	$(PY) benchmarks/bench_loader.py
+	$(PY) benchmarks/bench_crop.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,202 @@
+"""The ``fakeproof`` command: one subcommand per DVC stage, plus ``detect`` and ``models``.
+
+The DVC stage scripts in ``stages/`` call :func:`stage_main`; every stage reads ``params.yaml``
+through the one typed loader and writes only its declared outs. Errors that a user can fix (a bad
+param, a missing file, an unusable dataset root) end the command with one line on stderr and exit
+code 2; nothing already written is touched, since every output is written to a temp path and renamed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from fakeproof.config import PARAMS_FILE, ParamsError, load_params
+
+log = logging.getLogger("fakeproof")
+
+# The layout fixed by dvc.yaml (DESIGN.md): paths are relative to the project root.
+RAW = Path("data/raw")
+FRAMES = Path("data/frames")
+FACES_LMDB = Path("data/faces.lmdb")
+FACES_CSV = Path("data/faces.csv")
+SPLITS_CSV = Path("data/splits.csv")
+CLEAN_PT = Path("models/clean.pt")
+ROBUST_PT = Path("models/robust.pt")
+METRICS = Path("metrics")
+PLOTS = METRICS / "plots"
+TB = Path("models/tensorboard")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from fakeproof.models import ModelError
+    from fakeproof.sources import SourceError
+    from fakeproof.splits import SplitError
+    from fakeproof.video import VideoError
+
+    errors: list[type[BaseException]] = [ParamsError, SourceError, SplitError, ModelError,
+                                         VideoError, FileNotFoundError]
+    try:
+        from fakeproof.download import DownloadError
+        errors.append(DownloadError)
+    except ImportError:  # pragma: no cover - optional module
+        pass
+    return tuple(errors)
+
+
+def _data_paths():
+    from fakeproof.train import DataPaths
+
+    return DataPaths(FACES_LMDB, FACES_CSV, SPLITS_CSV)
+
+
+def cmd_download(args: argparse.Namespace) -> dict:
+    from fakeproof.ingest import run_download
+
+    return run_download(load_params(args.params).data, RAW)
+
+
+def cmd_extract_frames(args: argparse.Namespace) -> dict:
+    from fakeproof.frames import run_extract_frames
+
+    return run_extract_frames(load_params(args.params), RAW / "videos.csv", FRAMES)
+
+
+def cmd_crop_faces(args: argparse.Namespace) -> dict:
+    from fakeproof.faces import run_crop_faces
+
+    return run_crop_faces(load_params(args.params), RAW / "videos.csv", FRAMES, FACES_LMDB, FACES_CSV)
+
+
+def cmd_split(args: argparse.Namespace) -> dict:
+    from fakeproof.splits import run_split
+
+    return run_split(load_params(args.params).split, RAW / "videos.csv", FACES_CSV, SPLITS_CSV)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> dict:
+    from fakeproof.train import run_pretrain
+
+    return run_pretrain(load_params(args.params), _data_paths(), CLEAN_PT, METRICS / "pretrain.json",
+                        PLOTS / "pretrain_curve.csv", TB / "pretrain")
+
+
+def cmd_adv_finetune(args: argparse.Namespace) -> dict:
+    from fakeproof.train import run_adv_finetune
+
+    return run_adv_finetune(load_params(args.params), _data_paths(), CLEAN_PT, ROBUST_PT,
+                            METRICS / "finetune.json", PLOTS / "finetune_curve.csv",
+                            TB / "adv_finetune")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict:
+    from fakeproof.evaluate import run_evaluate
+    from fakeproof.train import DataPaths
+
+    params = load_params(args.params)
+    checkpoints = {"clean": CLEAN_PT, "robust": ROBUST_PT}
+    for spec in args.checkpoint or []:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ParamsError(f"--checkpoint {spec!r}: use NAME=PATH, e.g. --checkpoint mine=models/x.pt")
+        checkpoints[name] = Path(path)
+    cross = None
+    if params.eval.cross:
+        root = Path(params.eval.cross)
+        cross = DataPaths(root / "faces.lmdb", root / "faces.csv", root / "splits.csv")
+        for p in (cross.store, cross.faces_csv, cross.splits_csv):
+            if not p.exists():
+                raise ParamsError(f"eval.cross = {params.eval.cross!r}: {p} not found; point it at "
+                                  "another run's data/ folder (faces.lmdb, faces.csv, splits.csv)")
+    out = Path(args.out) if args.out else METRICS / "eval.json"
+    plots = Path(args.plots) if args.plots else PLOTS
+    return run_evaluate(params, _data_paths(), checkpoints, out, plots, cross)
+
+
+def cmd_detect(args: argparse.Namespace) -> dict:
+    from fakeproof.detect import detect
+
+    params = load_params(args.params)
+    return detect(args.inputs, Path(args.checkpoint), params, as_json=args.json)
+
+
+def cmd_models(args: argparse.Namespace) -> dict:
+    from fakeproof.models import list_models, model_config
+
+    for name in list_models():
+        cfg = model_config(name)
+        print(f"{name:20s} input {cfg.input_size:4d}  {cfg.paper}")
+    return {}
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], dict], str]] = {
+    "download": (cmd_download, "fetch or generate the dataset; write data/raw/videos.csv"),
+    "extract_frames": (cmd_extract_frames, "sample frames from every video with ffmpeg"),
+    "crop_faces": (cmd_crop_faces, "MTCNN face crops into the LMDB store"),
+    "split": (cmd_split, "leakage-proof video-level train/val/test split"),
+    "pretrain": (cmd_pretrain, "clean training with model selection on val"),
+    "adv_finetune": (cmd_adv_finetune, "PGD adversarial fine-tuning of the clean model"),
+    "evaluate": (cmd_evaluate, "clean and adversarial metrics over the eps sweep on test"),
+    "detect": (cmd_detect, "score videos or images with a trained checkpoint"),
+    "models": (cmd_models, "list the registered detectors"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fakeproof", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--params", default=PARAMS_FILE, help="params file (default: params.yaml)")
+        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        if name == "evaluate":
+            p.add_argument("--checkpoint", action="append", metavar="NAME=PATH",
+                           help="evaluate another checkpoint too (repeatable)")
+            p.add_argument("--out", help="metrics JSON path (default: metrics/eval.json)")
+            p.add_argument("--plots", help="plots folder (default: metrics/plots)")
+        if name == "detect":
+            p.add_argument("inputs", nargs="+", help="video or image files")
+            p.add_argument("--checkpoint", default=str(ROBUST_PT), help="default: models/robust.pt")
+            p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for noisy in ("PIL", "matplotlib", "fsspec", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    fn = COMMANDS[args.command][0]
+    t0 = time.perf_counter()
+    try:
+        stats = fn(args)
+    except _user_errors() as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"fakeproof {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    if args.command not in ("detect", "models"):
+        log.info("stage %s done in %.1fs: %s", args.command, time.perf_counter() - t0,
+                 _summary(stats))
+    return 0
+
+
+def _summary(stats: dict) -> str:
+    keep = {k: v for k, v in (stats or {}).items() if not isinstance(v, (dict, list))}
+    return ", ".join(f"{k}={v}" for k, v in list(keep.items())[:12])
+
+
+def stage_main(stage: str) -> None:
+    """Entry point of ``stages/<stage>.py``: ``python stages/<stage>.py [--params FILE]``."""
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    sys.exit(main([stage, *sys.argv[1:]]))
+

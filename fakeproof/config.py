@@ -1,0 +1,384 @@
+"""The one typed, validated loader for ``params.yaml``.
+
+Every stage calls :func:`load_params` and reads only its own section. Values are checked against
+the dataclasses below; a bad value raises :class:`ParamsError` whose message is one line naming the
+key and what is allowed, e.g. ``params.yaml: adv.eps = '4/0': division by zero; use a float or a
+fraction such as 4/255 in [0, 1]``.
+
+Epsilons and step sizes accept floats and fraction strings: ``dvc exp run -S adv.eps=4/255`` writes
+``eps: 4/255`` unquoted into params.yaml, which YAML reads as the string ``'4/255'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+PARAMS_FILE = "params.yaml"
+
+
+class ParamsError(ValueError):
+    """A params.yaml value is missing, unknown or out of range (message: one line)."""
+
+
+_FRACTION = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)\s*/\s*([+-]?\d+(?:\.\d*)?)\s*$")
+
+
+def parse_fraction(value: Any, key: str = "value", lo: float = 0.0, hi: float = 1.0) -> float:
+    """Parse a float or a fraction string ('4/255') into a float in [lo, hi].
+
+    Booleans and anything that is not a finite number or ``a/b`` raise :class:`ParamsError`.
+    """
+    allowed = f"use a float or a fraction such as 4/255 in [{lo:g}, {hi:g}]"
+    if isinstance(value, bool) or value is None:
+        raise ParamsError(f"{key} = {value!r}: not a number; {allowed}")
+    if isinstance(value, (int, float)):
+        out = float(value)
+    elif isinstance(value, str):
+        m = _FRACTION.match(value)
+        if m:
+            num, den = float(m.group(1)), float(m.group(2))
+            if den == 0:
+                raise ParamsError(f"{key} = {value!r}: division by zero; {allowed}")
+            out = num / den
+        else:
+            try:
+                out = float(value)
+            except ValueError:
+                raise ParamsError(f"{key} = {value!r}: not a number or fraction; {allowed}") from None
+    else:
+        raise ParamsError(f"{key} = {value!r}: not a number; {allowed}")
+    if not math.isfinite(out) or out < lo or out > hi:
+        raise ParamsError(f"{key} = {value!r}: out of range; {allowed}")
+    return out
+
+
+def Eps(default: Any, hi: float = 1.0, doc: str = "") -> Any:
+    """A field holding a pixel-space magnitude given as a float or fraction string."""
+    return field(default=default, metadata={"fraction": True, "hi": hi, "doc": doc})
+
+
+def Num(default: Any, lo: Optional[float] = None, hi: Optional[float] = None, doc: str = "") -> Any:
+    """A numeric field with optional inclusive bounds."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "doc": doc})
+
+
+def Opt(default_factory: Any, doc: str = "") -> Any:
+    return field(default_factory=default_factory, metadata={"doc": doc})
+
+
+# --------------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoParams:
+    """The embedded demo dataset, generated offline from public-domain photos."""
+
+    groups: int = Num(15, 3, 1000, "groups of (two real clips, their fakes); each group is split as one")
+    frames: int = Num(24, 4, 600, "frames per clip")
+    fps: int = Num(12, 1, 60)
+    size: int = Num(256, 96, 1024, "clip width and height in pixels")
+    crf: int = Num(23, 0, 51, "h264 constant rate factor")
+
+
+@dataclass(frozen=True)
+class FFppParams:
+    compression: Literal["raw", "c23", "c40"] = "c23"
+    methods: list[str] = Opt(
+        lambda: ["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter"])
+    include_actors: bool = False
+
+
+@dataclass(frozen=True)
+class DfdcParams:
+    parts: list[str] = Opt(list, "dfdc_train_part_N folder names to use; empty = all found")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: Literal["demo", "ffpp", "celebdf", "dfdc", "folder", "csv"] = "demo"
+    root: Optional[str] = None
+    url: Optional[str] = None
+    sha256: Optional[str] = None
+    ffpp_downloader: Optional[str] = None
+    seed: int = Num(0, 0)
+    demo: DemoParams = Opt(DemoParams)
+    ffpp: FFppParams = Opt(FFppParams)
+    dfdc: DfdcParams = Opt(DfdcParams)
+
+
+@dataclass(frozen=True)
+class FramesParams:
+    mode: Literal["count", "fps"] = "count"
+    count: int = Num(32, 1, 10000, "frames spaced evenly per video (mode: count)")
+    fps: float = Num(1.0, 0.001, 1000.0, "frames per second (mode: fps)")
+    max_frames: int = Num(300, 1, 100000, "cap on frames per video in fps mode")
+    max_side: int = Num(1280, 64, 8192, "frames larger than this are downscaled before storing")
+    jpeg_quality: int = Num(95, 1, 100)
+
+
+@dataclass(frozen=True)
+class FacesParams:
+    image_size: int = Num(128, 16, 1024, "side of the stored square crop (the model's input)")
+    margin: float = Num(1 / 3, 0.0, 3.0, "extra box size on each side, as a share of the box")
+    thresholds: list[float] = Opt(lambda: [0.6, 0.7, 0.7], "MTCNN P/R/O-net thresholds")
+    min_face_size: int = Num(20, 4, 2048)
+    detect_max_side: int = Num(640, 64, 8192, "frames are downscaled to this for detection")
+    select: Literal["largest", "all"] = "largest"
+    min_prob: float = Num(0.9, 0.0, 1.0, "faces below this detection probability are dropped")
+    batch_size: int = Num(16, 1, 1024)
+    reuse_original_boxes: bool = True
+    encoding: Literal["png", "jpeg", "raw"] = "png"
+    jpeg_quality: int = Num(95, 1, 100)
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    train: float = Num(0.6, 0.0, 1.0)
+    val: float = Num(0.2, 0.0, 1.0)
+    test: float = Num(0.2, 0.0, 1.0)
+    seed: int = Num(0, 0)
+    official: bool = True
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    name: str = "mobilenet_v3_small"
+    pretrained: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int = Num(8, 1, 10000)
+    batch_size: int = Num(32, 1, 4096)
+    lr: float = Num(1e-3, 0.0, 10.0)
+    weight_decay: float = Num(1e-4, 0.0, 1.0)
+    loss: Literal["balanced_bce", "bce"] = "balanced_bce"
+    patience: int = Num(5, 1, 10000, "epochs without val AUC gain before early stop")
+    augment: bool = True
+    seed: int = Num(0, 0)
+    num_workers: int = Num(0, 0, 64)
+    threads: int = Num(2, 1, 256)
+
+
+@dataclass(frozen=True)
+class AdvParams:
+    eps: float = Eps("8/255")
+    alpha: float = Eps("2/255")
+    steps: int = Num(5, 1, 1000)
+    random_start: bool = True
+    clean_share: float = Num(0.5, 0.0, 1.0, "share of clean images in each batch")
+    epochs: int = Num(4, 1, 10000)
+    lr: float = Num(5e-4, 0.0, 10.0)
+    seed: int = Num(0, 0)
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    eps: list[float] = field(
+        default_factory=lambda: [0.0, "1/255", "2/255", "4/255", "8/255"],
+        metadata={"fraction": True, "hi": 1.0})
+    attacks: list[Literal["fgsm", "pgd", "apgd", "square"]] = Opt(
+        lambda: ["fgsm", "pgd", "apgd", "square"])
+    pgd_steps: int = Num(10, 1, 10000)
+    pgd_alpha: float = Eps("1/255")
+    pgd_restarts: int = Num(1, 1, 100)
+    apgd_steps: int = Num(20, 1, 10000)
+    square_queries: int = Num(300, 1, 1000000)
+    max_samples: int = Num(256, 1, 10000000, "cap on test frames attacked per (attack, eps)")
+    batch_size: int = Num(64, 1, 4096)
+    video_agg: Literal["mean", "max", "confident"] = "mean"
+    roc_eps: float = Eps("4/255")
+    gallery: int = Num(6, 0, 100)
+    cross: Optional[str] = None
+    seed: int = Num(0, 0)
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams
+    frames: FramesParams
+    faces: FacesParams
+    split: SplitParams
+    model: ModelParams
+    train: TrainParams
+    adv: AdvParams
+    eval: EvalParams
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, meta: dict) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key, meta)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ParamsError(f"{key} = {value!r}: not allowed; use {_type_name(tp)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ParamsError(f"{key} = {value!r}: not a list; use {_type_name(tp)}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]", meta) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if meta.get("fraction"):
+        return parse_fraction(value, key, 0.0, meta.get("hi", 1.0))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{key} = {value!r}: not allowed; use true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{key} = {value!r}: not an integer; use a whole number{_bounds(meta)}")
+        _check_bounds(value, key, meta)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise ParamsError(f"{key} = {value!r}: not a number; use a number{_bounds(meta)}") from None
+            else:
+                raise ParamsError(f"{key} = {value!r}: not a number; use a number{_bounds(meta)}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ParamsError(f"{key} = {value!r}: not finite; use a number{_bounds(meta)}")
+        _check_bounds(value, key, meta)
+        return value
+    if tp is str:
+        if not isinstance(value, str) or not value:
+            raise ParamsError(f"{key} = {value!r}: not a non-empty string")
+        return value
+    raise ParamsError(f"{key}: unsupported type {tp!r}")  # pragma: no cover - programming error
+
+
+def _bounds(meta: dict) -> str:
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and hi is not None:
+        return f" in [{lo:g}, {hi:g}]"
+    if lo is not None:
+        return f" >= {lo:g}"
+    if hi is not None:
+        return f" <= {hi:g}"
+    return ""
+
+
+def _check_bounds(value: float, key: str, meta: dict) -> None:
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ParamsError(f"{key} = {value!r}: out of range; use a number{_bounds(meta)}")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{prefix} = {raw!r}: not a mapping; give {prefix} as a section of keys")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ParamsError(
+            f"{prefix}.{unknown[0]}: unknown key; allowed keys in {prefix}: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}"
+        if name in raw:
+            kwargs[name] = _coerce(raw[name], hints[name], key, dict(f.metadata))
+        else:
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                default = f.default_factory()  # type: ignore[misc]
+            else:
+                raise ParamsError(f"{key}: missing; add it to {PARAMS_FILE}")
+            kwargs[name] = (_coerce(default, hints[name], key, dict(f.metadata))
+                            if not dataclasses.is_dataclass(default) else default)
+    return cls(**kwargs)
+
+
+def params_from_dict(raw: Any, source: str = PARAMS_FILE) -> Params:
+    """Validate a parsed params mapping; every section must be present."""
+    try:
+        if not isinstance(raw, dict):
+            raise ParamsError("top level is not a mapping of sections")
+        sections = [f.name for f in dataclasses.fields(Params)]
+        unknown = sorted(set(raw) - set(sections))
+        if unknown:
+            raise ParamsError(f"{unknown[0]}: unknown section; allowed sections: {', '.join(sections)}")
+        hints = typing.get_type_hints(Params)
+        kwargs = {}
+        for name in sections:
+            if name not in raw:
+                raise ParamsError(f"{name}: missing section; add '{name}:' (see README, Parameters)")
+            kwargs[name] = _build(hints[name], raw[name], name)
+        _check_cross(kwargs)
+        return Params(**kwargs)
+    except ParamsError as e:
+        raise ParamsError(f"{source}: {e}") from None
+
+
+def _check_cross(sections: dict) -> None:
+    s = sections["split"]
+    total = s.train + s.val + s.test
+    if abs(total - 1.0) > 1e-6:
+        raise ParamsError(f"split.train + split.val + split.test = {total:g}: must sum to 1")
+    if len(sections["faces"].thresholds) != 3:
+        raise ParamsError("faces.thresholds: give three MTCNN thresholds, e.g. [0.6, 0.7, 0.7]")
+    if not sections["eval"].eps:
+        raise ParamsError("eval.eps: empty; give a list such as [0, 2/255, 4/255, 8/255]")
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate ``params.yaml``; raise :class:`ParamsError` with a one-line message."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found; run from the project root or pass --params") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    return params_from_dict(raw, str(path))
+
+
+def as_dict(obj: Any) -> Any:
+    """A plain-dict view of a params dataclass (for logging and checkpoints)."""
+    return dataclasses.asdict(obj)

@@ -1,0 +1,59 @@
+"""Atomic writes: outputs appear whole or not at all (write to a temp path, then rename)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | Path, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of ``dest``; on success rename it over ``dest``.
+
+    On error the temporary path is removed and ``dest`` (if it existed) is left untouched.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    target = tmp / dest.name
+    if is_dir:
+        target.mkdir()
+    try:
+        yield target
+        if dest.is_dir() and not dest.is_symlink():
+            old = dest.with_name(f".{dest.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(dest, old)
+            os.replace(target, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(target, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(dest: str | Path, obj: Any) -> None:
+    """Write JSON (sorted keys, stable floats) atomically."""
+    with atomic_path(dest) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def write_csv(dest: str | Path, df: pd.DataFrame) -> None:
+    """Write a CSV atomically with a stable float format."""
+    with atomic_path(dest) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
+
+
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

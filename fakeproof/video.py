@@ -1,0 +1,140 @@
+"""ffmpeg access: the binary, probing without ffprobe, decoding sampled frames, encoding clips.
+
+The system ``ffmpeg`` on PATH is used when present, else the static binary that ships inside
+``imageio-ffmpeg`` (which has no ffprobe, so probing parses ``ffmpeg -i`` and counts decoded
+frames). All calls go through ffmpeg-python with ``cmd=``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import ffmpeg
+import numpy as np
+
+
+class VideoError(RuntimeError):
+    """A video could not be probed or decoded (corrupt, truncated, not a video)."""
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary: system ffmpeg, else imageio-ffmpeg's bundled one."""
+    exe = shutil.which("ffmpeg")
+    if exe:
+        return exe
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    n_frames: int
+
+    @property
+    def duration(self) -> float:
+        return self.n_frames / self.fps if self.fps > 0 else 0.0
+
+
+_STREAM = re.compile(r"Stream #\S+.*Video: .*?(\d{2,5})x(\d{2,5})")
+_FPS = re.compile(r"(\d+(?:\.\d+)?) (?:fps|tbr)")
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Size, frame rate and exact frame count of a video (counted by a fast null decode)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: empty file (0 bytes)")
+    proc = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "info", "-i", str(path), "-map", "0:v:0",
+         "-c", "copy", "-f", "null", "-"],
+        capture_output=True, text=True)
+    err = proc.stderr
+    m = _STREAM.search(err)
+    if proc.returncode != 0 or not m:
+        last = err.strip().splitlines()[-1] if err.strip() else "no output"
+        raise VideoError(f"{path}: not a readable video ({last})")
+    width, height = int(m.group(1)), int(m.group(2))
+    fm = _FPS.search(err[m.start():])
+    fps = float(fm.group(1)) if fm else 25.0
+    counts = re.findall(r"frame=\s*(\d+)", err)
+    n = int(counts[-1]) if counts else 0
+    if n <= 0:
+        raise VideoError(f"{path}: no decodable video frames")
+    return VideoInfo(width, height, fps, n)
+
+
+def read_frames(path: str | Path, indices: Sequence[int], info: VideoInfo | None = None,
+                max_side: int | None = None) -> tuple[list[int], np.ndarray]:
+    """Decode the frames at ``indices`` (sorted, unique) as RGB uint8 (N, H, W, 3).
+
+    Uses ffmpeg's ``select`` filter so only the wanted frames leave the decoder. Frames larger than
+    ``max_side`` are downscaled (aspect kept). Returns the indices actually decoded (a truncated
+    file yields fewer) and the array.
+    """
+    info = info or probe(path)
+    want = sorted(set(int(i) for i in indices if 0 <= int(i) < info.n_frames))
+    if not want:
+        raise VideoError(f"{path}: no frames to decode")
+    w, h = info.width, info.height
+    if max_side and max(w, h) > max_side:
+        s = max_side / max(w, h)
+        w, h = max(2, int(round(w * s / 2)) * 2), max(2, int(round(h * s / 2)) * 2)
+    expr = "+".join(f"eq(n\\,{i})" for i in want)
+    stream = ffmpeg.input(str(path)).video.filter("select", expr)
+    if (w, h) != (info.width, info.height):
+        stream = stream.filter("scale", w, h, flags="area")
+    try:
+        out, err = (stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", vsync="passthrough",
+                      threads=1)
+            .global_args("-nostdin", "-hide_banner", "-v", "error")
+            .run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True, quiet=True))
+    except ffmpeg.Error as e:
+        out, err = e.stdout or b"", e.stderr or b""
+    frame_bytes = w * h * 3
+    n = len(out) // frame_bytes
+    if n == 0:
+        raise VideoError(f"{path}: decoded no frames ({err.decode(errors='replace').strip()[:200]})")
+    arr = np.frombuffer(out[: n * frame_bytes], np.uint8).reshape(n, h, w, 3)
+    return want[:n], arr
+
+
+def sample_indices(n_frames: int, fps: float, mode: str, count: int, rate: float,
+                   max_frames: int) -> list[int]:
+    """Frame indices to keep: ``count`` spaced evenly (centred in equal bins), or ``rate`` per second."""
+    if n_frames <= 0:
+        return []
+    if mode == "count":
+        k = min(count, n_frames)
+        return sorted(set(int((i + 0.5) * n_frames / k) for i in range(k)))
+    step = max(fps / rate, 1.0)
+    idx = sorted(set(int(i * step) for i in range(int(n_frames / step) + 1) if int(i * step) < n_frames))
+    return idx[:max_frames]
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 25, crf: int = 23) -> None:
+    """Encode RGB uint8 frames (N, H, W, 3) as a deterministic h264 mp4 (libx264, 1 thread)."""
+    n, h, w, _ = frames.shape
+    proc = (
+        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
+        .output(str(path), vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset="medium",
+                threads=1, movflags="+faststart", map_metadata=-1, fflags="+bitexact",
+                **{"x264-params": "threads=1:lookahead-threads=1"})
+        .global_args("-nostdin", "-hide_banner", "-v", "error", "-y")
+        .run_async(cmd=ffmpeg_exe(), pipe_stdin=True, pipe_stderr=True, quiet=True)
+    )
+    _, err = proc.communicate(np.ascontiguousarray(frames, dtype=np.uint8).tobytes())
+    if proc.returncode != 0:
+        raise VideoError(f"{path}: ffmpeg encode failed: {err.decode(errors='replace').strip()[:300]}")
