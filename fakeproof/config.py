@@ -97,6 +97,14 @@ class FFppParams:
     methods: list[str] = Opt(
         lambda: ["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter"])
     include_actors: bool = False
+    server: Optional[Literal["EU", "EU2", "CA"]] = None
+
+
+@dataclass(frozen=True)
+class CelebdfParams:
+    """Celeb-DF v2: which non-test videos to drop next to the official test list."""
+
+    exclude: Literal["clip", "identity"] = "clip"  # a shared source clip, or any shared identity
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,7 @@ class DataParams:
     seed: int = Num(0, 0)
     demo: DemoParams = Opt(DemoParams)
     ffpp: FFppParams = Opt(FFppParams)
+    celebdf: CelebdfParams = Opt(CelebdfParams)
     dfdc: DfdcParams = Opt(DfdcParams)
 
 

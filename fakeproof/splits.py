@@ -1,7 +1,7 @@
 """Leakage-proof, video-level train/val/test split.
 
 Every video carries a ``group`` (a fake and the real clip(s) it was made from share one: FF++ pairs,
-DFDC originals, Celeb-DF identity components, demo clip pairs). Whole groups are assigned to a
+DFDC originals, Celeb-DF source clips or identity components, demo clip pairs). Whole groups are assigned to a
 split, so no frame, video, source clip or identity of a test video is seen in training.
 
 Official splits win where they exist (``split_hint`` set by the source, ``split.official: true``):

@@ -1,0 +1,133 @@
+"""The DeepFake Detection Challenge training set (Dolhansky et al., "The DeepFake Detection
+Challenge (DFDC) Dataset", arXiv:2006.07397), read in place.
+
+Layout: ``data.root/dfdc_train_part_N/`` holding the clips and a ``metadata.json`` that maps each
+file name to ``{"label": "FAKE" | "REAL", "split": ..., "original": "<real>.mp4"}`` (only fakes
+carry ``original``). ``data.dfdc.parts`` picks part folders; empty = every sub-folder of the root
+with a ``metadata.json`` (natural order), or the root itself when it holds the ``metadata.json``.
+
+A fake is grouped with its original (union-find over all parts: an original can sit in another
+part), so a fake and the real clip it was made from always share a split; ``original`` is the real's
+video_id when that clip is on disk. The metadata ``split`` field is the competition's (``train`` for
+every public training part) and does not make a held-out split, so ``split_hint`` stays empty and
+the split stage shares the groups out. Files listed but absent, files present but unlisted (no
+label), duplicate names across parts and fakes without ``original`` are reported as problems;
+a malformed ``metadata.json`` raises :class:`SourceError` naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from fakeproof.config import DataParams
+from fakeproof.sources import SourceError, SourceResult, register_source
+from fakeproof.sources._common import (Problems, UnionFind, list_videos, log_summary, natural_key,
+                                       require_root, safe_id, video_row, videos_frame)
+
+log = logging.getLogger(__name__)
+
+NAME = "dfdc"
+META = "metadata.json"
+LABELS = {"REAL": 0, "FAKE": 1}
+_WHAT = "the DFDC folder holding dfdc_train_part_N/ folders (each with a metadata.json)"
+
+
+def find_parts(root: Path, wanted: list[str]) -> list[Path]:
+    """The part folders to read: ``wanted`` by name, else all with a metadata.json."""
+    if wanted:
+        parts = []
+        for name in wanted:
+            d = root / name
+            if not (d / META).is_file():
+                found = [p.name for p in _all_parts(root)]
+                raise SourceError(f"data.dfdc.parts: {name!r} has no {d / META}; parts found under "
+                                  f"data.root: {', '.join(found) or 'none'}")
+            parts.append(d)
+        return list(dict.fromkeys(parts))
+    parts = _all_parts(root)
+    if not parts and (root / META).is_file():
+        parts = [root]
+    if not parts:
+        raise SourceError(f"data.root = {str(root)!r}: no sub-folder with a {META}; set data.root "
+                          f"to {_WHAT}")
+    return parts
+
+
+def _all_parts(root: Path) -> list[Path]:
+    return sorted((p for p in root.iterdir() if p.is_dir() and (p / META).is_file()),
+                  key=lambda p: natural_key(p.name))
+
+
+def read_metadata(path: Path) -> dict[str, dict]:
+    """A part's metadata.json, checked: file name -> {"label": 0|1, "original": str}."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise SourceError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
+                          "re-download this part") from None
+    except UnicodeDecodeError:
+        raise SourceError(f"{path}: not UTF-8 text; re-download this part") from None
+    if not isinstance(raw, dict):
+        raise SourceError(f"{path}: top level must be an object mapping file names to entries")
+    out = {}
+    for name, entry in raw.items():
+        if not isinstance(entry, dict) or entry.get("label") not in LABELS:
+            raise SourceError(f"{path}: entry {name!r} needs \"label\": \"FAKE\" or \"REAL\", got "
+                              f"{entry!r:.80}")
+        original = entry.get("original") or ""
+        if not isinstance(original, str):
+            raise SourceError(f"{path}: entry {name!r}: \"original\" must be a file name")
+        if "/" in name or "\\" in name or name in (".", ".."):
+            raise SourceError(f"{path}: entry {name!r} is not a plain file name")
+        out[name] = {"label": LABELS[entry["label"]], "original": original}
+    return out
+
+
+@register_source(NAME)
+def build(params: DataParams, raw_dir: Path) -> SourceResult:
+    """The DFDC video table; fakes grouped with their originals across parts."""
+    t0 = time.perf_counter()
+    root = require_root(params, _WHAT)
+    parts = find_parts(root, list(params.dfdc.parts))
+    problems = Problems()
+    entries: dict[str, dict] = {}  # file name -> entry with path
+    for part in parts:
+        meta = read_metadata(part / META)
+        on_disk = {p.name: p for p in list_videos(part)}
+        for name in sorted(meta):
+            if name not in on_disk:
+                problems.add(part / name, f"listed in {part.name}/{META} but not on disk; skipped")
+                continue
+            if name in entries:
+                problems.add(part / name, f"also in {entries[name]['path'].parent.name}; "
+                                          "duplicate file name skipped")
+                continue
+            entries[name] = {**meta[name], "path": on_disk[name]}
+        for name in sorted(set(on_disk) - set(meta)):
+            problems.add(on_disk[name], f"not in {part.name}/{META} (no label); skipped")
+
+    uf = UnionFind()
+    for name, e in entries.items():
+        uf.add(name)
+        if e["label"] == 1 and e["original"]:
+            uf.union(name, e["original"])
+    rows = []
+    for name in sorted(entries):
+        e = entries[name]
+        vid = safe_id(NAME, Path(name).stem)
+        original = ""
+        if e["label"] == 1:
+            if not e["original"]:
+                problems.add(e["path"], "fake without \"original\" in metadata.json; grouped alone",
+                             vid)
+            elif entries.get(e["original"], {}).get("label") == 0:
+                original = safe_id(NAME, Path(e["original"]).stem)
+        group = safe_id(NAME, Path(uf.find(name)).stem)
+        rows.append(video_row(vid, e["path"], e["label"], group,
+                              "real" if e["label"] == 0 else "fake", NAME, "", original))
+    df = videos_frame(rows, f"data.root = {params.root!r} (dfdc)")
+    log_summary(log, f"dfdc ({len(parts)} parts)", df, problems, t0)
+    return SourceResult(df, problems.frame())
