@@ -34,13 +34,18 @@ TB = Path("models/tensorboard")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from fakeproof.attacks import AttackError
+    from fakeproof.data import DataError
+    from fakeproof.frames import FramesError
     from fakeproof.models import ModelError
     from fakeproof.sources import SourceError
     from fakeproof.splits import SplitError
+    from fakeproof.store import StoreError
     from fakeproof.video import VideoError
 
     errors: list[type[BaseException]] = [ParamsError, SourceError, SplitError, ModelError,
-                                         VideoError, FileNotFoundError]
+                                         VideoError, FramesError, StoreError, DataError,
+                                         AttackError, FileNotFoundError]
     try:
         from fakeproof.download import DownloadError
         errors.append(DownloadError)

@@ -92,12 +92,12 @@ def read_frames(path: str | Path, indices: Sequence[int], info: VideoInfo | None
     if max_side and max(w, h) > max_side:
         s = max_side / max(w, h)
         w, h = max(2, int(round(w * s / 2)) * 2), max(2, int(round(h * s / 2)) * 2)
-    expr = "+".join(f"eq(n\\,{i})" for i in want)
+    expr = "+".join(f"eq(n,{i})" for i in want)  # ffmpeg-python escapes the commas
     stream = ffmpeg.input(str(path)).video.filter("select", expr)
     if (w, h) != (info.width, info.height):
         stream = stream.filter("scale", w, h, flags="area")
     try:
-        out, err = (stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", vsync="passthrough",
+        out, err = (stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough",
                       threads=1)
             .global_args("-nostdin", "-hide_banner", "-v", "error")
             .run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True, quiet=True))
