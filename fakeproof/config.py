@@ -200,7 +200,8 @@ class EvalParams:
     attacks: list[Literal["fgsm", "pgd", "apgd", "square"]] = Opt(
         lambda: ["fgsm", "pgd", "apgd", "square"])
     pgd_steps: int = Num(10, 1, 10000)
-    pgd_alpha: float = Eps("1/255")
+    pgd_alpha: Optional[float] = Eps(None, doc="PGD step; null = 2.5 * eps / pgd_steps per eps "
+                                          "(Madry et al. 2018), so every eps of the sweep is reachable")
     pgd_restarts: int = Num(1, 1, 100)
     apgd_steps: int = Num(20, 1, 10000)
     square_queries: int = Num(300, 1, 1000000)

@@ -59,12 +59,13 @@ def eps_label(eps: float) -> str:
     return f"{f.numerator}/{f.denominator}" if abs(float(f) - eps) < 1e-9 else f"{eps:.4g}"
 
 
-def attack_options(name: str, ep: EvalParams, seed: int) -> dict[str, Any]:
-    """Per-attack options from params ``eval.*``."""
+def attack_options(name: str, ep: EvalParams, seed: int, eps: float) -> dict[str, Any]:
+    """Per-attack options from params ``eval.*`` (PGD's step defaults to 2.5 * eps / steps)."""
     if name == "fgsm":
         return {}
     if name == "pgd":
-        return {"alpha": ep.pgd_alpha, "steps": ep.pgd_steps, "restarts": ep.pgd_restarts,
+        alpha = ep.pgd_alpha if ep.pgd_alpha is not None else 2.5 * eps / ep.pgd_steps
+        return {"alpha": alpha, "steps": ep.pgd_steps, "restarts": ep.pgd_restarts,
                 "random_start": True, "seed": seed}
     if name == "apgd":
         return {"steps": ep.apgd_steps, "seed": seed}
@@ -112,7 +113,7 @@ def attacked_probs(model: nn.Module, ds: FaceDataset, idx: np.ndarray, attack: s
     """Fake probabilities of ``model`` on adversarial versions of ``ds[idx]``; the first ``keep``
     adversarial images are returned too (for the gallery)."""
     fn = get_attack(attack)
-    opts = attack_options(attack, ep, seed)
+    opts = attack_options(attack, ep, seed, eps)
     probs, kept = [], []
     for x, y in _batches(ds, idx, ep.batch_size):
         adv = fn(model, x, y, eps=eps, **opts)
