@@ -143,6 +143,18 @@ def test_exp_run_fraction_reruns_only_downstream(repo: Path) -> None:
     assert "adv.eps = '4/0': division by zero" in bad.stdout + bad.stderr
 
 
+def test_queued_sweep_runs_each_eps(repo: Path) -> None:
+    dvc("exp", "run", "--queue", "-S", "adv.eps=1/255,2/255", cwd=repo)
+    queued = dvc("queue", "status", cwd=repo).stdout
+    assert queued.count("Queued") == 2, queued
+    dvc("exp", "run", "--run-all", cwd=repo)
+    show = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
+    text = json.dumps(show)
+    assert '"1/255"' in text and '"2/255"' in text
+    failed = dvc("queue", "status", cwd=repo).stdout
+    assert "Failed" not in failed, failed
+
+
 def test_local_remote_round_trip(repo: Path, tmp_path: Path) -> None:
     run(["git", "checkout", "-q", "--", "."], repo)
     dvc("checkout", "-f", cwd=repo)

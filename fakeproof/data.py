@@ -1,0 +1,156 @@
+"""The torch Dataset over the face store, and a seeded DataLoader helper.
+
+:class:`FaceDataset` joins ``faces.csv`` (one row per stored crop) with ``splits.csv`` (one row per
+video: label, split, group, method, source) and serves ``(image, label, index)``: ``image`` float32
+(3, H, W) in [0, 1], ``label`` a float32 scalar tensor (1 = fake), ``index`` the item's position.
+Rows are ordered by key (video, frame, face), so the order never depends on how the CSVs were
+written. Faces of videos absent from ``splits.csv`` (dropped by the split stage) are left out.
+
+Augmentation (``augment=True``) is a horizontal flip (p = 0.5) and a small brightness and contrast
+jitter (factors in [0.9, 1.1], contrast about the image's mean grey), drawn from a generator seeded
+by ``(seed, epoch, index)``: the same item in the same epoch is augmented the same way whatever
+the worker count or order, and no global RNG is touched. Call :meth:`FaceDataset.set_epoch` before
+each epoch (DataLoader workers receive a fresh copy of the dataset every epoch unless
+``persistent_workers``, which :func:`make_loader` leaves off).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fakeproof.store import FaceStore
+
+log = logging.getLogger(__name__)
+
+FACE_COLUMNS = ("key", "video_id", "frame", "face")
+SPLIT_COLUMNS = ("video_id", "label", "split", "group", "method", "source")
+JITTER = 0.1
+
+
+class DataError(ValueError):
+    """faces.csv / splits.csv / the store do not fit together (one-line message)."""
+
+
+def _read_csv(path: Path, needed: tuple[str, ...], what: str) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, dtype={"key": str, "video_id": str, "split": str, "group": str,
+                                      "method": str, "source": str}, keep_default_na=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found; run the {what} stage first (dvc repro {what})") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: unreadable ({type(e).__name__}); re-run the {what} stage") from None
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing columns {missing}; re-run the {what} stage")
+    return df
+
+
+class FaceDataset(Dataset):
+    """Face crops of one split (or all splits with ``split=None``)."""
+
+    def __init__(self, store_path: str | Path, faces_csv: str | Path, splits_csv: str | Path,
+                 split: Optional[str], augment: bool = False, seed: int = 0) -> None:
+        self.store = FaceStore(store_path)
+        faces = _read_csv(Path(faces_csv), FACE_COLUMNS, "crop_faces")
+        splits = _read_csv(Path(splits_csv), SPLIT_COLUMNS, "split")
+        dup = splits["video_id"].duplicated()
+        if dup.any():
+            raise DataError(f"{splits_csv}: video_id {splits.loc[dup, 'video_id'].iloc[0]!r} "
+                            "appears twice; re-run the split stage")
+        if split is not None:
+            known = sorted(set(splits["split"]))
+            if split not in known:
+                raise DataError(f"{splits_csv}: no split {split!r}; splits present: {known}")
+            splits = splits[splits["split"] == split]
+        cols = [c for c in faces.columns if c not in SPLIT_COLUMNS or c == "video_id"]
+        df = faces[cols].merge(splits[list(SPLIT_COLUMNS)], on="video_id", how="inner",
+                               validate="many_to_one")
+        df["label"] = df["label"].astype(int)
+        if not df["label"].isin([0, 1]).all():
+            raise DataError(f"{splits_csv}: label must be 0 (real) or 1 (fake)")
+        self.frames: pd.DataFrame = df.sort_values("key", kind="stable").reset_index(drop=True)
+        self.labels: np.ndarray = self.frames["label"].to_numpy(dtype=np.int64)
+        self._keys: list[str] = self.frames["key"].tolist()
+        self.split = split
+        self.augment = augment
+        self.seed = int(seed)
+        self.epoch = 0
+        self._check_keys(Path(store_path))
+        if not len(self):
+            log.warning("FaceDataset: no faces for split %r (%s, %s)", split, faces_csv, splits_csv)
+
+    def _check_keys(self, store_path: Path) -> None:
+        missing = [k for k in self._keys if k not in self.store]
+        if missing:
+            raise DataError(f"{store_path}: {len(missing)} faces of faces.csv are not in the store "
+                            f"(first: {missing[0]!r}); re-run crop_faces")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the augmentation stream of ``epoch`` (see the module docstring)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        index = int(index)
+        # numpy for the per-item arithmetic: single-threaded by construction. torch's intra-op
+        # threads gain nothing on one small image and, when the cores are busy (DataLoader
+        # workers beside training), measured 10-20x slower (see benchmarks/bench_loader.py).
+        img = self.store.get_tensor(self._keys[index]).numpy().astype(np.float32)
+        img *= np.float32(1.0 / 255.0)
+        if self.augment:
+            img = self._augment(img, index)
+        return torch.from_numpy(img), torch.tensor(float(self.labels[index]), dtype=torch.float32), index
+
+    def _augment(self, img: np.ndarray, index: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        flip, b, c = rng.random(), rng.uniform(1 - JITTER, 1 + JITTER), rng.uniform(1 - JITTER, 1 + JITTER)
+        if flip < 0.5:
+            img = img[:, :, ::-1]
+        grey = np.float32((0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]).mean())
+        out = (img - grey) * np.float32(c) + grey
+        out *= np.float32(b)
+        return np.clip(out, 0.0, 1.0, out=out)
+
+
+def collate_faces(batch: list[tuple[torch.Tensor, torch.Tensor, int]]
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack ``(image, label, index)`` items with numpy (single-threaded; see ``__getitem__``)."""
+    images = torch.from_numpy(np.stack([b[0].numpy() for b in batch]))
+    labels = torch.from_numpy(np.array([float(b[1]) for b in batch], dtype=np.float32))
+    index = torch.from_numpy(np.array([int(b[2]) for b in batch], dtype=np.int64))
+    return images, labels, index
+
+
+def _worker_init(worker_id: int) -> None:
+    """Seed each worker's global RNGs from torch's per-worker seed; one thread per worker."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    torch.set_num_threads(1)
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0,
+                num_workers: int = 0, drop_last: bool = False) -> DataLoader:
+    """A DataLoader whose order depends only on ``seed`` (a seeded ``torch.Generator``).
+
+    Each epoch's shuffle continues the generator's stream, so a run that iterates the same epochs
+    sees the same batches. Workers are seeded from it too (``worker_init_fn``) and run one torch
+    thread each. Batches are ``(images (B, 3, H, W), labels (B,) float32, index (B,) int64)``,
+    stacked by :func:`collate_faces`.
+    """
+    g = torch.Generator()
+    g.manual_seed(int(seed))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      collate_fn=collate_faces, generator=g,
+                      worker_init_fn=_worker_init if num_workers > 0 else None,
+                      drop_last=drop_last, persistent_workers=False, pin_memory=False)

@@ -1,0 +1,307 @@
+"""The extract_frames stage: sample frames from every video and store them, one file per video.
+
+For each row of the video table (``data/raw/videos.csv``, columns in :mod:`fakeproof.sources`):
+
+1. check the file (missing, empty, not a video, stream errors such as a truncated file) and probe
+   its size, frame rate and exact frame count (:func:`fakeproof.video.probe`);
+2. choose frame indices with :func:`fakeproof.video.sample_indices`: ``frames.mode: count`` keeps
+   ``frames.count`` frames spaced evenly (32 by default, as DeepfakeBench), ``fps`` keeps
+   ``frames.fps`` frames per second up to ``frames.max_frames``;
+3. decode only those frames, downscaled so that the longer side is at most ``frames.max_side``;
+4. write ``<out_dir>/<video_id>.tar``: JPEG frames named ``<index:06d>.jpg`` (PIL, quality
+   ``frames.jpeg_quality``, 4:2:0 like the source video, no EXIF), members sorted, with fixed
+   mtime/uid/gid/owner names, so the bytes depend on the inputs and params only. One file per
+   video keeps DVC fast (it is slow with one file per frame).
+
+Beside the tars: ``index.csv`` (video_id, frame, width, height, n_frames_video, fps: one row per
+stored frame) and ``problems.csv`` (video_id, path, stage, reason: one row per video that was
+skipped). A bad video never stops the stage and is never dropped silently: it is logged and listed
+in ``problems.csv``. The whole folder is written to a temporary sibling and renamed into place,
+so a failed run leaves the previous ``out_dir`` intact.
+
+Relative video paths are resolved against the current directory (the project root, where DVC runs
+the stages; the download stage writes them that way).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import subprocess
+import tarfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from fakeproof import video
+from fakeproof.config import FramesParams, Params
+from fakeproof.io import atomic_path, write_csv
+from fakeproof.sources import PROBLEM_COLUMNS, SourceError, validate_video_table
+
+log = logging.getLogger(__name__)
+
+STAGE = "extract_frames"
+INDEX_COLUMNS = ["video_id", "frame", "width", "height", "n_frames_video", "fps"]
+INDEX_FILE = "index.csv"
+PROBLEMS_FILE = "problems.csv"
+TAR_SUFFIX = ".tar"
+FRAME_SUFFIX = ".jpg"
+MAX_WORKERS = 4
+
+
+class FramesError(RuntimeError):
+    """The stage cannot run at all (unreadable video table, missing frames folder); one line."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Video table
+# --------------------------------------------------------------------------------------------------
+
+
+def read_video_table(videos_csv: str | Path) -> pd.DataFrame:
+    """Read and validate ``videos.csv``; raise :class:`FramesError` naming the file if unusable."""
+    videos_csv = Path(videos_csv)
+    try:
+        df = pd.read_csv(videos_csv, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise FramesError(f"{videos_csv}: not found; run the download stage first "
+                          "(dvc repro download)") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, IsADirectoryError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FramesError(f"{videos_csv}: not a readable video table ({reason}); "
+                          "re-run the download stage") from None
+    try:
+        return validate_video_table(df, str(videos_csv))
+    except (ValueError, TypeError) as e:
+        raise FramesError(f"{videos_csv}: bad values ({str(e).splitlines()[0]}); "
+                          "re-run the download stage") from None
+    except SourceError as e:
+        raise FramesError(str(e)) from None
+
+
+def resolve_path(path: str) -> Path:
+    """A video path from the table: absolute as given, relative to the current directory."""
+    return Path(path)
+
+
+def choose_indices(params: FramesParams, info: video.VideoInfo) -> list[int]:
+    """The frame indices kept for a video (see the module docstring)."""
+    return video.sample_indices(info.n_frames, info.fps, params.mode, params.count, params.fps,
+                                params.max_frames)
+
+
+def stream_errors(path: str | Path) -> str:
+    """The first error ffmpeg reports while reading every video packet ('' when clean).
+
+    Demuxing only (``-c copy``): a truncated or damaged file shows up as ``partial file`` or
+    ``Invalid NAL unit size`` without the cost of decoding.
+    """
+    proc = subprocess.run(
+        [video.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path),
+         "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
+        capture_output=True, text=True, errors="replace")
+    lines = [_clean(ln.strip()) for ln in proc.stderr.splitlines() if ln.strip()]
+    if proc.returncode != 0 and not lines:
+        lines = [f"ffmpeg exit code {proc.returncode}"]
+    return lines[0] if lines else ""
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-video frame archives
+# --------------------------------------------------------------------------------------------------
+
+
+def frame_name(index: int) -> str:
+    return f"{int(index):06d}{FRAME_SUFFIX}"
+
+
+def tar_path(frames_dir: str | Path, video_id: str) -> Path:
+    return Path(frames_dir) / f"{video_id}{TAR_SUFFIX}"
+
+
+def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    """Deterministic baseline JPEG (PIL/libjpeg, 4:2:0, no EXIF, no optimisation pass)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(frame), "RGB").save(
+        buf, "JPEG", quality=int(quality), subsampling=2, optimize=False)
+    return buf.getvalue()
+
+
+def write_frames_tar(dest: str | Path, indices: Sequence[int], frames: np.ndarray,
+                     quality: int) -> None:
+    """Write frames as ``<index:06d>.jpg`` members of a tar with fixed metadata (sorted by index)."""
+    order = np.argsort(np.asarray(indices), kind="stable")
+    with open(dest, "wb") as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for k in order:
+            data = encode_jpeg(frames[k], quality)
+            info = tarfile.TarInfo(frame_name(indices[k]))
+            info.size = len(data)
+            info.mtime = 0
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _decode_jpeg(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def iter_frame_batches(frames_dir: str | Path, video_id: str, batch_size: int = 32
+                       ) -> Iterator[tuple[list[int], np.ndarray]]:
+    """Stream a video's stored frames in order as ``(indices, uint8 (n, H, W, 3))`` batches.
+
+    Only one batch is decoded at a time, so memory does not grow with the video's length.
+    """
+    path = tar_path(frames_dir, video_id)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no stored frames for video {video_id!r}; "
+                                "re-run extract_frames or check its problems.csv")
+    indices: list[int] = []
+    frames: list[np.ndarray] = []
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for member in tar:
+                if not member.isfile() or not member.name.endswith(FRAME_SUFFIX):
+                    continue
+                fh = tar.extractfile(member)
+                assert fh is not None
+                indices.append(int(member.name[: -len(FRAME_SUFFIX)]))
+                frames.append(_decode_jpeg(fh.read()))
+                if len(frames) == batch_size:
+                    yield indices, np.stack(frames)
+                    indices, frames = [], []
+    except (tarfile.TarError, OSError, ValueError) as e:
+        raise FramesError(f"{path}: unreadable frame archive ({e}); re-run extract_frames") from None
+    if frames:
+        yield indices, np.stack(frames)
+
+
+def iter_video_frames(frames_dir: str | Path, video_id: str) -> tuple[list[int], np.ndarray]:
+    """All stored frames of a video: ``(indices, uint8 (N, H, W, 3))`` (frames are equal-sized)."""
+    indices: list[int] = []
+    chunks: list[np.ndarray] = []
+    for idx, arr in iter_frame_batches(frames_dir, video_id, batch_size=64):
+        indices.extend(idx)
+        chunks.append(arr)
+    if not chunks:
+        raise FramesError(f"{tar_path(frames_dir, video_id)}: holds no frames; re-run extract_frames")
+    return indices, np.concatenate(chunks)
+
+
+def read_frame_index(frames_dir: str | Path) -> pd.DataFrame:
+    """The ``index.csv`` of a frames folder."""
+    path = Path(frames_dir) / INDEX_FILE
+    try:
+        return pd.read_csv(path, dtype={"video_id": str})
+    except FileNotFoundError:
+        raise FramesError(f"{path}: not found; run the extract_frames stage first "
+                          "(dvc repro extract_frames)") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise FramesError(f"{path}: unreadable ({type(e).__name__}); re-run extract_frames") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------------
+
+
+def extract_video(row: dict, params: FramesParams, out_dir: Path
+                  ) -> tuple[list[dict], Optional[dict]]:
+    """Extract one video into ``out_dir``; return (index rows, problem row or None)."""
+    vid, path = row["video_id"], resolve_path(row["path"])
+
+    def problem(reason: str) -> tuple[list[dict], dict]:
+        return [], {"video_id": vid, "path": row["path"], "stage": STAGE, "reason": reason}
+
+    if not path.exists():
+        return problem("missing file")
+    if not path.is_file():
+        return problem("not a file")
+    if path.stat().st_size == 0:
+        return problem("empty file (0 bytes)")
+    try:
+        info = video.probe(path)
+    except video.VideoError as e:
+        return problem(_reason(e, path))
+    err = stream_errors(path)
+    if err:
+        return problem(f"damaged or truncated stream: {err}")
+    want = choose_indices(params, info)
+    try:
+        got, frames = video.read_frames(path, want, info, max_side=params.max_side)
+    except video.VideoError as e:
+        return problem(f"decode failed: {_reason(e, path)}")
+    if len(got) < len(want):
+        return problem(f"truncated: decoded {len(got)} of {len(want)} sampled frames")
+    write_frames_tar(tar_path(out_dir, vid), got, frames, params.jpeg_quality)
+    h, w = int(frames.shape[1]), int(frames.shape[2])
+    rows = [{"video_id": vid, "frame": int(i), "width": w, "height": h,
+             "n_frames_video": int(info.n_frames), "fps": float(info.fps)} for i in got]
+    return rows, None
+
+
+def _reason(e: Exception, path: Path) -> str:
+    """An error message without the (already listed) path prefix."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    prefix = f"{path}: "
+    return _clean(msg[len(prefix):] if msg.startswith(prefix) else msg)
+
+
+_ADDRESS = re.compile(r"\[([^\]@]*?) @ 0x[0-9a-fA-F]+\]")
+
+
+def _clean(msg: str) -> str:
+    """Drop ffmpeg's memory addresses ('[h264 @ 0x55...]' -> '[h264]') so reports are deterministic."""
+    return _ADDRESS.sub(r"[\1]", msg)
+
+
+def run_extract_frames(params: Params, videos_csv: Path, out_dir: Path) -> dict:
+    """Run the stage: frames of every video of ``videos_csv`` into ``out_dir`` (see module doc).
+
+    Returns ``{"videos": extracted, "videos_total", "frames", "problems", "seconds"}``.
+    """
+    t0 = time.perf_counter()
+    fp = params.frames
+    videos = read_video_table(videos_csv)
+    rows = videos.to_dict("records")
+    index_rows: list[dict] = []
+    problems: list[dict] = []
+    workers = max(1, min(MAX_WORKERS, os.cpu_count() or 1, len(rows)))
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        # Videos are independent and ffmpeg/JPEG work releases the GIL: a few threads keep the
+        # cores busy. Results are consumed in table order, so outputs do not depend on timing.
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            results = pool.map(lambda r: extract_video(r, fp, tmp), rows)
+            for res_rows, prob in tqdm(results, total=len(rows), desc="extract_frames",
+                                       unit="video", disable=None):
+                index_rows.extend(res_rows)
+                if prob is not None:
+                    problems.append(prob)
+                    log.warning("extract_frames: skipped %s (%s): %s", prob["video_id"], prob["path"],
+                                prob["reason"])
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        index = pd.DataFrame(index_rows, columns=INDEX_COLUMNS)
+        index = index.sort_values(["video_id", "frame"], kind="stable").reset_index(drop=True)
+        write_csv(tmp / INDEX_FILE, index)
+        write_csv(tmp / PROBLEMS_FILE, pd.DataFrame(problems, columns=PROBLEM_COLUMNS))
+    n_ok = int(index["video_id"].nunique()) if len(index) else 0
+    stats = {"videos": n_ok, "videos_total": len(rows), "frames": int(len(index)),
+             "problems": len(problems), "seconds": round(time.perf_counter() - t0, 2)}
+    if problems:
+        log.warning("extract_frames: %d of %d videos skipped; see %s", len(problems), len(rows),
+                    Path(out_dir) / PROBLEMS_FILE)
+    log.info("extract_frames: %d videos, %d frames, %d problems; %.1fs", stats["videos"],
+             stats["frames"], stats["problems"], stats["seconds"])
+    return stats
