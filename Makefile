@@ -12,6 +12,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps torchattacks==3.5.1
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
 	touch $(STAMP)
 

@@ -36,9 +36,9 @@ def face_clip_frames(photo: str = "obama.jpg", size: int = 128, n_frames: int = 
                      pan: float = 0.04, zoom: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
     """Frames (n, size, size, 3) and the known face boxes (n, 4) in frame pixels.
 
-    The window is a square 2.2 face-widths wide centred on the face; frame ``t`` shifts it by
-    ``pan * t`` window sides to the left/right alternately growing, and scales it by
-    ``1 + zoom * t``.
+    The window is a square 2.2 face-widths wide centred on the face. In frame ``t`` it is
+    scaled by ``1 + zoom * t``, shifted sideways by ``pan * t / 2`` window widths (to the right on
+    even frames, to the left on odd ones) and down by ``pan * t / 4``.
     """
     img = face_photo(photo)
     H, W = img.shape[:2]
