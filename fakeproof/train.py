@@ -118,7 +118,7 @@ def _fit(model: Detector, train_ds: FaceDataset, val_ds: FaceDataset, tp: TrainP
                 loss.backward()
                 opt.step()
                 sched.step()
-                total += float(loss) * len(y)
+                total += float(loss.detach()) * len(y)
                 seen += len(y)
             scores = score(model)
             row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), **scores,

@@ -164,3 +164,21 @@ def test_detect_table_output(inputs, capsys, monkeypatch) -> None:
     assert out[0].split() == ["file", "frames", "faces", "p(fake)", "verdict"]
     assert len(out) == 3
     assert out[1].endswith("no face found") and "error:" in out[2]
+
+
+def test_detect_uses_the_checkpoint_crop_size_and_reports_unreadable_files(inputs, detected,
+                                                                           capsys) -> None:
+    """params say 128 px crops, the checkpoint says 64: detect crops at 64 (the same score as
+    above). A PNG that is not an image is an error entry, not a crash."""
+    root = inputs["root"]
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["faces"]["image_size"] = 128
+    (root / "params128.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (root / "corrupt.png").write_bytes(b"not a png at all")
+    code = main(["detect", "--params", str(root / "params128.yaml"), "--checkpoint",
+                 str(inputs["ckpt"]), "--json", str(inputs["image"]), str(root / "corrupt.png")])
+    image, corrupt = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert image["score"] == detected[1][1]["score"]
+    assert corrupt["verdict"].startswith("error:") and "not a readable image" in corrupt["verdict"]
+    assert corrupt["score"] is None
