@@ -1,4 +1,4 @@
-"""The embedded demo dataset: table contract, real decodable clips, determinism, real manipulations."""
+"""The embedded demo dataset: table contract, decodable clips, determinism, real manipulations."""
 
 from __future__ import annotations
 
@@ -40,14 +40,16 @@ def _frames(path: str | Path) -> np.ndarray:
     return read_frames(path, range(info.n_frames), info)[1]
 
 
-def _box_masks(box: np.ndarray, shape: tuple[int, int], pad: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+def _box_masks(box: np.ndarray, shape: tuple[int, int], pad: float = 0.25
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Inside the face box, and outside the box grown by ``pad`` of its size on each side."""
     h, w = shape
     ys, xs = np.mgrid[0:h, 0:w]
     x0, y0, x1, y1 = box
     inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
     bw, bh = x1 - x0, y1 - y0
-    near = (xs >= x0 - pad * bw) & (xs < x1 + pad * bw) & (ys >= y0 - pad * bh) & (ys < y1 + pad * bh)
+    near = ((xs >= x0 - pad * bw) & (xs < x1 + pad * bw)
+            & (ys >= y0 - pad * bh) & (ys < y1 + pad * bh))
     return inside, ~near
 
 
@@ -143,8 +145,9 @@ def test_fakes_differ_from_originals_inside_the_face(demo):
         inside, outside = _box_masks(face.box, orig_frames.shape[1:3])
         diff = np.abs(fake - orig_frames.astype(np.float64)).mean(-1)
         d_in, d_out = diff[:, inside].mean(), diff[:, outside].mean()
-        assert d_in > 3.0, (row["video_id"], d_in)
-        assert d_in > 5 * d_out, (row["video_id"], d_in, d_out)
+        # Outside the face only the h264 re-encode differs (about 2 levels of sensor noise).
+        assert d_in - d_out > 5.0, (row["video_id"], d_in, d_out)
+        assert d_in > 3 * d_out, (row["video_id"], d_in, d_out)
 
 
 def test_mtcnn_finds_the_face_in_real_and_fake_frames(demo):
@@ -163,7 +166,8 @@ def test_manipulations_touch_only_the_face_region():
     photos = {p.name: p for p in load_photos()}
     a = render_real(photos["obama"], 3, 12, 160, np.random.default_rng(3))
     b = render_real(photos["biden"], 3, 12, 160, np.random.default_rng(4))
-    for frames in (face_swap(a, b, np.random.default_rng(5)), self_blend(a, np.random.default_rng(6))):
+    fakes = (face_swap(a, b, np.random.default_rng(5)), self_blend(a, np.random.default_rng(6)))
+    for frames in fakes:
         assert frames.shape == a.frames.shape and frames.dtype == np.uint8
         for i in range(3):
             changed = np.abs(frames[i].astype(int) - a.frames[i].astype(int)).max(-1) > 0

@@ -1,7 +1,7 @@
 """End to end: real `dvc` in a temporary git repo on a tiny demo dataset.
 
 Covers the acceptance of the spine: `dvc repro` runs all seven stages, `dvc status` is then up to
-date, `dvc exp run -S adv.eps=4/255` re-runs only adv_finetune and evaluate and `dvc exp show`
+date, `dvc exp run -S adv.eps=2/255` (the default is 4/255) re-runs only adv_finetune and evaluate and `dvc exp show`
 shows the eps as typed, `dvc metrics diff` shows the change, the data stages give byte-identical
 outputs when forced to run again, and a real local DVC remote round trip (push, clone, pull)
 leaves the clone up to date. Marked e2e (a few minutes on 2 cores); `make test` runs it.
@@ -126,17 +126,18 @@ def test_data_stages_are_byte_deterministic(repo: Path) -> None:
 
 
 def test_exp_run_fraction_reruns_only_downstream(repo: Path) -> None:
-    out = dvc("exp", "run", "-S", "adv.eps=4/255", cwd=repo).stdout
+    out = dvc("exp", "run", "-S", "adv.eps=2/255", cwd=repo).stdout
     ran = {s for s in ("download", "extract_frames", "crop_faces", "split", "pretrain",
                        "adv_finetune", "evaluate") if f"Running stage '{s}'" in out}
     assert ran == {"adv_finetune", "evaluate"}, out
-    assert "eps: 4/255" in (repo / "params.yaml").read_text()
+    assert "eps: 2/255" in (repo / "params.yaml").read_text()
     show = dvc("exp", "show", "--csv", cwd=repo).stdout
-    assert "4/255" in show
+    assert "2/255" in show
     diff = dvc("metrics", "diff", "--json", cwd=repo).stdout
     changed = json.loads(diff)
     assert "metrics/finetune.json" in changed and "eps" in changed["metrics/finetune.json"]
-    assert abs(changed["metrics/finetune.json"]["eps"]["new"] - 4 / 255) < 1e-6
+    assert abs(changed["metrics/finetune.json"]["eps"]["new"] - 2 / 255) < 1e-6
+    assert abs(changed["metrics/finetune.json"]["eps"]["old"] - 4 / 255) < 1e-6
     # Bad values stop the stage with one line naming the key.
     bad = dvc("exp", "run", "-S", "adv.eps=4/0", cwd=repo, check=False)
     assert bad.returncode != 0
