@@ -99,6 +99,21 @@ def test_groups_pair_different_people_and_use_every_photo():
     assert uses.max() - uses.min() <= 4
 
 
+def test_regenerating_fewer_groups_removes_their_stale_clips(tmp_path):
+    from fakeproof.demo import generate
+
+    small = DemoParams(groups=3, frames=4, fps=12, size=96, crf=30)
+    generate(DemoParams(groups=4, frames=4, fps=12, size=96, crf=30), 0, tmp_path, progress=False)
+    other = tmp_path / "videos" / "notes.mp4"
+    other.write_bytes(b"not ours")
+    first = {p.name: _sha(p) for p in (tmp_path / "videos").glob("g00[0-2]_*.mp4")}
+    df = generate(small, 0, tmp_path, progress=False)
+    names = {p.name for p in (tmp_path / "videos").iterdir()}
+    assert names == {f"{v}.mp4" for v in df["video_id"]} | {"notes.mp4"}
+    # a group's clips do not depend on how many groups there are
+    assert {p.name: _sha(p) for p in (tmp_path / "videos").glob("g00[0-2]_*.mp4")} == first
+
+
 def test_relative_raw_dir_gives_relative_paths(demo):
     _, _, _, df_rel = demo
     assert df_rel["path"].str.startswith("raw/videos/").all()

@@ -17,13 +17,14 @@
   colour-, frequency- and geometry-jittered copy of itself through a deformed, feathered landmark
   hull (Shiohara & Yamasaki, "Detecting Deepfakes with Self-Blended Images", CVPR 2022).
 
-Groups (:mod:`fakeproof.demo.generate`) hold two real clips of different people and their four
+Groups (:mod:`fakeproof.demo.dataset`) hold two real clips of different people and their four
 fakes (a swap each way and an SBI of each), so real:fake is 1:2 and a group can be split as one.
 Generation is deterministic: the same ``data.seed`` and ``data.demo`` give byte-identical files.
 """
 
 from fakeproof.demo.clips import Clip, Photo, load_photos, render_real
-from fakeproof.demo.generate import CLIP_KINDS, ClipSpec, generate, pair_schedule, plan, render_group
+from fakeproof.demo.dataset import (CLIP_KINDS, ClipSpec, generate, pair_schedule, plan,
+                                     render_group)
 from fakeproof.demo.landmarks import Face, FaceNotFoundError, detect_face, detect_faces, umeyama
 from fakeproof.demo.manipulate import face_swap, self_blend
 

@@ -46,7 +46,11 @@ class Photo:
 
 @dataclass(frozen=True)
 class Clip:
-    """Rendered RGB frames (T, S, S, 3) uint8 with each frame's 5 landmarks (T, 5, 2) and box (T, 4)."""
+    """Rendered RGB frames (T, S, S, 3) uint8, 5 landmarks (T, 5, 2) and face box (T, 4) per frame.
+
+    ``points`` and ``boxes`` are the photo's MTCNN landmarks and box carried through the camera
+    motion (the box as the axis-aligned hull of the rotated box).
+    """
 
     frames: np.ndarray
     points: np.ndarray
@@ -71,13 +75,15 @@ def load_photos() -> tuple[Photo, ...]:
         except OSError as err:
             raise DemoAssetError(f"{where}: not a readable image ({err})") from None
         stem = e.name.rsplit(".", 1)[0]
-        photos.append(Photo(stem, re.sub(r"\d+$", "", stem), image, detect_face(image, where)))
+        # A portrait's face is at least a tenth of the photo's shorter side: skip smaller scales.
+        face = detect_face(image, where, max(20, min(image.shape[:2]) // 10))
+        photos.append(Photo(stem, re.sub(r"\d+$", "", stem), image, face))
     return tuple(photos)
 
 
 @dataclass(frozen=True)
 class _Camera:
-    """Per-frame camera: face centre in the frame, roll (radians) and zoom, plus the photo anchor."""
+    """Per-frame camera: anchor position in the frame, roll (radians), zoom; the photo anchor."""
 
     center: np.ndarray  # (T, 2) frame position of the photo anchor
     theta: np.ndarray   # (T,)
@@ -100,8 +106,10 @@ def _camera(rng: np.random.Generator, t: np.ndarray, size: int, anchor: np.ndarr
             talk: np.ndarray, motion: float = 1.0) -> _Camera:
     """Hand-held camera path; ``motion`` scales translation, roll and zoom drift together."""
     m = motion
-    cx = size * (0.5 + m * rng.uniform(-0.04, 0.04)) + m * smooth_curve(rng, t, 0.025 * size, (0.2, 1.0), 0.04 * size)
-    cy = size * (0.47 + m * rng.uniform(-0.04, 0.04)) + m * smooth_curve(rng, t, 0.02 * size, (0.2, 1.0), 0.03 * size)
+    cx = size * (0.5 + m * rng.uniform(-0.04, 0.04))
+    cx = cx + m * smooth_curve(rng, t, 0.025 * size, (0.2, 1.0), 0.04 * size)
+    cy = size * (0.47 + m * rng.uniform(-0.04, 0.04))
+    cy = cy + m * smooth_curve(rng, t, 0.02 * size, (0.2, 1.0), 0.03 * size)
     cy = cy + 0.012 * size * talk  # the head bobs a little as the jaw opens
     theta = np.deg2rad(m * (rng.uniform(-3.0, 3.0) + smooth_curve(rng, t, 2.0, (0.2, 0.8), 1.5)))
     zoom = np.exp(m * smooth_curve(rng, t, 0.025, (0.1, 0.5), 0.08))
@@ -143,6 +151,11 @@ def _jaw_offset(points: np.ndarray, qx: np.ndarray, qy: np.ndarray, amount: floa
 MAX_FACE_FRACTION = 0.75
 
 
+def _corners(box: np.ndarray) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    return np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64)
+
+
 def _fit_camera(rng: np.random.Generator, t: np.ndarray, size: int, photo: Photo, talk: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, _Camera]:
     """Choose the framing, resize the photo to it and keep every frame inside the photo.
@@ -158,20 +171,22 @@ def _fit_camera(rng: np.random.Generator, t: np.ndarray, size: int, photo: Photo
     h, w = photo.image.shape[:2]
     corners_x = np.array([0.0, size - 1.0, 0.0, size - 1.0])
     corners_y = np.array([0.0, 0.0, size - 1.0, size - 1.0])
-    box = photo.face.box
-    box_pts = np.array([[box[0], box[1]], [box[2], box[1]], [box[0], box[3]], [box[2], box[3]]])
+    box_pts = _corners(photo.face.box)
     for _ in range(40):
         s = frac * size / photo.face.height
         new_w, new_h = max(2, round(w * s)), max(2, round(h * s))
         scale = np.array([new_w / w, new_h / h])
-        cam = _camera(np.random.default_rng(motion_seed), t, size, photo.face.center * scale, talk, motion)
-        qs = np.concatenate([np.stack(cam.to_photo(i, corners_x, corners_y), 1) for i in range(len(t))])
+        cam = _camera(np.random.default_rng(motion_seed), t, size, photo.face.center * scale, talk,
+                      motion)
+        qs = np.concatenate([np.stack(cam.to_photo(i, corners_x, corners_y), 1)
+                             for i in range(len(t))])
         lo, hi = qs.min(0), qs.max(0)
         limit = np.array([new_w - 1.0, new_h - 1.0])
         span = hi - lo
         if not (span <= limit - 1.0).all():
             if frac < MAX_FACE_FRACTION:
-                frac = min(frac * max(1.03, float((span / (limit - 1.0)).max()) * 1.01), MAX_FACE_FRACTION)
+                grow = max(1.03, float((span / (limit - 1.0)).max()) * 1.01)
+                frac = min(frac * grow, MAX_FACE_FRACTION)
             else:
                 motion *= 0.7
             continue
@@ -182,18 +197,19 @@ def _fit_camera(rng: np.random.Generator, t: np.ndarray, size: int, photo: Photo
         if fb.min() >= margin and fb.max() <= size - 1 - margin:
             return resize(photo.image, (new_w, new_h)), scale, cam
         motion *= 0.7
-    raise DemoAssetError(f"fakeproof/assets/faces/{photo.name}: photo too small around the face for "
-                         f"a {size} px clip; use a photo with more background around the face")
+    raise DemoAssetError(f"fakeproof/assets/faces/{photo.name}: photo too small around the face "
+                         f"for a {size} px clip; use a photo with more background around the face")
 
 
 def render_real(photo: Photo, n_frames: int, fps: int, size: int, rng: np.random.Generator) -> Clip:
-    """Render a talking-head clip of ``photo`` (see module docstring) with randomness from ``rng``."""
+    """Render a talking-head clip of ``photo`` (see the module docstring), drawing from ``rng``."""
     t = np.arange(n_frames, dtype=np.float64) / fps
     talk = _talk_signal(rng, t)
     image, scale, cam = _fit_camera(rng, t, size, photo, talk)
     points = photo.face.points * scale
     img = image.astype(np.float32)
-    jaw = rng.uniform(0.05, 0.09) * float(np.hypot(*((points[3] + points[4] - points[0] - points[1]) / 2)))
+    eye_to_mouth = float(np.hypot(*((points[3] + points[4] - points[0] - points[1]) / 2)))
+    jaw = rng.uniform(0.05, 0.09) * eye_to_mouth  # the jaw opens by 5-9 % of that distance
     gain = np.exp(smooth_curve(rng, t, 0.06, (0.1, 0.6), 0.12))
     gamma = np.exp(smooth_curve(rng, t, 0.05, (0.1, 0.6), 0.08))
     temp = rng.uniform(-0.05, 0.05) + smooth_curve(rng, t, 0.02, (0.1, 0.6), 0.05)
@@ -201,9 +217,7 @@ def render_real(photo: Photo, n_frames: int, fps: int, size: int, rng: np.random
     xs, ys = grid(size, size)
     frames = np.empty((n_frames, size, size, 3), np.uint8)
     pts = np.empty((n_frames, 5, 2))
-    box0 = np.array([[photo.face.box[0], photo.face.box[1]], [photo.face.box[2], photo.face.box[1]],
-                     [photo.face.box[0], photo.face.box[3]], [photo.face.box[2], photo.face.box[3]]])
-    box0 = box0 * scale
+    box0 = _corners(photo.face.box) * scale
     boxes = np.empty((n_frames, 4))
     for i in range(n_frames):
         qx, qy = cam.to_photo(i, xs, ys)

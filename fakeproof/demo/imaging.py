@@ -159,7 +159,9 @@ def smooth_curve(rng: np.random.Generator, t: np.ndarray, amplitude: float,
     out = np.zeros_like(t, dtype=np.float64)
     for _ in range(2):
         f = rng.uniform(*freqs)
-        out += rng.uniform(0.3, 0.7) * amplitude * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+        weight = rng.uniform(0.3, 0.7)
+        phase = rng.uniform(0, 2 * np.pi)
+        out += weight * amplitude * np.sin(2 * np.pi * f * t + phase)
     span = max(float(t[-1] - t[0]), 1e-6) if len(t) > 1 else 1.0
     out += rng.uniform(-drift, drift) * (t - t[0]) / span
     return out

@@ -8,8 +8,8 @@ It runs on the CPU with one thread and deterministic algorithms, and its landmar
 Landmarks are ordered left eye, right eye, nose, left mouth corner, right mouth corner (image
 left/right). Alignment uses the least-squares similarity of Umeyama ("Least-squares estimation of
 transformation parameters between two point patterns", TPAMI 1991) onto the 112x112 five-point
-template of ArcFace (Deng et al., CVPR 2019). Face-region polygons are drawn in that template's frame
-and mapped into the image with the same similarity, so five points are enough for a hull mask.
+template of ArcFace (Deng et al., CVPR 2019). Face-region polygons are drawn in that template's
+frame and mapped into the image with the same similarity, so five points are enough for a hull mask.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.73
                          [41.5493, 92.3655], [70.7299, 92.2041]])
 
 #: The whole face from hairline to chin and ear to ear (the hull SBI blends; Shiohara &
-#: Yamasaki use the 81-point hull that includes the forehead).
+#: Yamasaki use the 81-point hull with the forehead).
 FULL_FACE_112 = np.array([
     [16, 50], [17, 66], [20, 81], [25, 95], [33, 106], [44, 114], [56, 117], [68, 114], [79, 106],
     [87, 95], [92, 81], [95, 66], [96, 50], [94, 36], [87, 22], [74, 13], [56, 10], [38, 13],
@@ -79,21 +79,24 @@ def torch_deterministic(threads: int = 1) -> Iterator[None]:
         torch.set_num_threads(prev_threads)
 
 
-@functools.lru_cache(maxsize=1)
-def _mtcnn():
+@functools.lru_cache(maxsize=4)
+def _mtcnn(min_face_size: int):
     from facenet_pytorch import MTCNN
 
-    return MTCNN(keep_all=True, device="cpu")
+    return MTCNN(keep_all=True, device="cpu", min_face_size=min_face_size)
 
 
-def detect_faces(image: np.ndarray) -> list[Face]:
-    """All faces MTCNN finds in an RGB uint8 image, most probable first (landmarks rounded to 1/4 px)."""
+def detect_faces(image: np.ndarray, min_face_size: int = 20) -> list[Face]:
+    """All faces MTCNN finds in an RGB uint8 image, most probable first (points rounded to 1/4 px).
+
+    ``min_face_size`` (px) sets MTCNN's smallest pyramid scale: larger is faster.
+    """
     import torch
     from PIL import Image
 
     with torch_deterministic(1), torch.no_grad():
-        boxes, probs, points = _mtcnn().detect(Image.fromarray(np.asarray(image, np.uint8)),
-                                               landmarks=True)
+        pil = Image.fromarray(np.asarray(image, np.uint8))
+        boxes, probs, points = _mtcnn(int(min_face_size)).detect(pil, landmarks=True)
     if boxes is None:
         return []
     boxes = np.round(np.asarray(boxes).astype(float) * 4) / 4
@@ -103,11 +106,12 @@ def detect_faces(image: np.ndarray) -> list[Face]:
     return [Face(boxes[i], points[i], float(probs[i])) for i in order]
 
 
-def detect_face(image: np.ndarray, where: str = "image") -> Face:
+def detect_face(image: np.ndarray, where: str = "image", min_face_size: int = 20) -> Face:
     """The largest face in ``image``; raise :class:`FaceNotFoundError` naming ``where`` if none."""
-    faces = detect_faces(image)
+    faces = detect_faces(image, min_face_size)
     if not faces:
-        raise FaceNotFoundError(f"{where}: MTCNN found no face; use a photo with a visible frontal face")
+        raise FaceNotFoundError(f"{where}: MTCNN found no face; use a photo with a visible frontal "
+                                "face")
     return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
 
 

@@ -72,13 +72,13 @@ def sbi_config(rng: np.random.Generator, n_vertices: int) -> SbiConfig:
     amount = {"blur": rng.uniform(1.2, 2.2), "downup": rng.uniform(0.3, 0.5),
               "sharpen": rng.uniform(1.5, 3.0)}[freq]
     shift = rng.uniform(-4.0, 4.0, 2)
-    rgb = rng.uniform(8.0, 20.0, 3) * rng.choice([-1.0, 1.0], 3)
+    rgb = rng.uniform(6.0, 18.0, 3) * rng.choice([-1.0, 1.0], 3)
     return SbiConfig(
         rgb_shift=(float(rgb[0]), float(rgb[1]), float(rgb[2])), brightness=rng.uniform(-0.1, 0.1),
-        contrast=rng.uniform(-0.15, 0.15), saturation=rng.uniform(-0.25, 0.25), freq=freq,
+        contrast=rng.uniform(-0.15, 0.15), saturation=rng.uniform(-0.2, 0.2), freq=freq,
         freq_amount=amount, scale=rng.uniform(0.93, 1.07), shift=(float(shift[0]), float(shift[1])),
         mask_scale=rng.uniform(0.85, 1.0), jitter=rng.uniform(-0.06, 0.06, n_vertices),
-        feather=rng.uniform(2.0, 5.0), ratio=rng.uniform(0.75, 1.0))
+        feather=rng.uniform(1.5, 4.0), ratio=rng.uniform(0.8, 1.0))
 
 
 def _roi(poly: np.ndarray, margin: float, size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -102,8 +102,12 @@ def _feathered_mask(poly: np.ndarray, roi: tuple[int, int, int, int], sigma: flo
     return np.clip(gaussian_blur(m, sigma), 0.0, 1.0)
 
 
-def _colour_transfer(src: np.ndarray, ref: np.ndarray, weight: np.ndarray, strength: float) -> np.ndarray:
-    """Match the mean and standard deviation of ``src`` to ``ref`` in YCbCr within ``weight`` > 0.5."""
+def _colour_transfer(src: np.ndarray, ref: np.ndarray, weight: np.ndarray, strength: float
+                     ) -> np.ndarray:
+    """Match the mean and std of ``src`` to ``ref`` in YCbCr where ``weight`` > 0.5.
+
+    ``strength`` blends the matched colours with the donor's own (1: a full match).
+    """
     sel = weight > 0.5
     if sel.sum() < 16:
         return src
@@ -133,7 +137,8 @@ def face_swap(target: Clip, donor: Clip, rng: np.random.Generator) -> np.ndarray
         down = d_scale * units  # donor pixels per chip pixel
         src = donor.frames[i % len(donor.frames)].astype(np.float32)
         src = gaussian_blur(src, 0.5 * np.sqrt(max(down * down - 1.0, 0.0)))
-        chip_img, _ = warp_affine(src, affine_compose(template_to_image(dpts), chip_to_tpl), (chip, chip))
+        chip_to_donor = affine_compose(template_to_image(dpts), chip_to_tpl)
+        chip_img, _ = warp_affine(src, chip_to_donor, (chip, chip))
         # Chip -> target frame, on the region of interest only.
         inner = _scaled(face_outline(tpts, "inner"), cfg.mask_scale)
         sigma = cfg.feather * t_scale
@@ -149,6 +154,12 @@ def face_swap(target: Clip, donor: Clip, rng: np.random.Generator) -> np.ndarray
     return out
 
 
+def _resize_map(src_w: int, src_h: int, dst_w: int, dst_h: int) -> np.ndarray:
+    """Output-to-source affine of a resize that keeps pixel centres aligned."""
+    ax, ay = src_w / dst_w, src_h / dst_h
+    return np.array([[ax, 0.0, 0.5 * (ax - 1)], [0.0, ay, 0.5 * (ay - 1)]])
+
+
 def _sbi_source(region: np.ndarray, cfg: SbiConfig) -> np.ndarray:
     """The transformed copy's pixels: colour jitter, then the frequency change."""
     x = region + np.asarray(cfg.rgb_shift, np.float32)
@@ -160,14 +171,12 @@ def _sbi_source(region: np.ndarray, cfg: SbiConfig) -> np.ndarray:
         x = gaussian_blur(x, cfg.freq_amount)
     elif cfg.freq == "sharpen":
         x = x + cfg.freq_amount * (x - gaussian_blur(x, 1.0))
-    else:  # downscale by freq_amount and back up (bilinear both ways)
+    else:  # downscale by freq_amount (low-passed) and back up, bilinear both ways
         hh, ww = x.shape[:2]
         sh, sw = max(2, int(round(hh * cfg.freq_amount))), max(2, int(round(ww * cfg.freq_amount)))
-        small, _ = warp_affine(gaussian_blur(x, 0.5 / cfg.freq_amount),
-                               np.array([[ww / sw, 0, 0.5 * (ww / sw - 1)], [0, hh / sh, 0.5 * (hh / sh - 1)]]),
+        small, _ = warp_affine(gaussian_blur(x, 0.5 / cfg.freq_amount), _resize_map(ww, hh, sw, sh),
                                (sh, sw))
-        x, _ = warp_affine(small, np.array([[sw / ww, 0, 0.5 * (sw / ww - 1)], [0, sh / hh, 0.5 * (sh / hh - 1)]]),
-                           (hh, ww))
+        x, _ = warp_affine(small, _resize_map(sw, sh, ww, hh), (hh, ww))
     return np.clip(x, 0.0, 255.0)
 
 
@@ -190,9 +199,10 @@ def self_blend(target: Clip, rng: np.random.Generator) -> np.ndarray:
         c = full.mean(0)
         s = cfg.scale
         dx, dy = np.asarray(cfg.shift) * scale
-        frame_to_src = np.array([[1 / s, 0, c[0] - (c[0] + dx) / s], [0, 1 / s, c[1] - (c[1] + dy) / s]])
-        moved, _ = warp_affine(target.frames[i].astype(np.float32), frame_to_src, (y1 - y0, x1 - x0),
-                               origin=(x0, y0))
+        frame_to_src = np.array([[1 / s, 0, c[0] - (c[0] + dx) / s],
+                                 [0, 1 / s, c[1] - (c[1] + dy) / s]])
+        moved, _ = warp_affine(target.frames[i].astype(np.float32), frame_to_src,
+                               (y1 - y0, x1 - x0), origin=(x0, y0))
         src = _sbi_source(moved, cfg)
         m = (_feathered_mask(poly, roi, sigma) * cfg.ratio)[..., None]
         tgt = out[i, y0:y1, x0:x1].astype(np.float32)

@@ -1,11 +1,11 @@
-"""The embedded demo dataset (``data.source: demo``), generated offline; see :mod:`fakeproof.demo`."""
+"""The embedded demo dataset (``data.source: demo``), made offline: see :mod:`fakeproof.demo`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from fakeproof.config import DataParams
-from fakeproof.demo.generate import generate
+from fakeproof.demo.dataset import generate
 from fakeproof.sources import SourceResult, register_source
 
 

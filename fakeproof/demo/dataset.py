@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from fakeproof.config import DemoParams
-from fakeproof.demo.clips import Clip, Photo, load_photos, render_real
+from fakeproof.demo.clips import Clip, DemoAssetError, Photo, load_photos, render_real
 from fakeproof.demo.manipulate import face_swap, self_blend
 from fakeproof.io import atomic_path
 from fakeproof.sources import VIDEO_COLUMNS
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 SOURCE_NAME = "demo"
 #: Clip kinds of a group, in the order of their seed index.
 CLIP_KINDS = ("real_a", "real_b", "faceswap_a", "faceswap_b", "sbi_a", "sbi_b")
+_CLIP_FILE = re.compile(r"^g\d{3,}_(?:real|faceswap|sbi)_[ab]\.mp4$")
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,11 @@ def pair_schedule(photos: Sequence[Photo], n_groups: int) -> list[tuple[int, int
     ``ceil(n/2)`` groups already use every photo. Roles alternate between groups.
     """
     n = len(photos)
-    valid = [(i, j) for i in range(n) for j in range(i + 1, n) if photos[i].identity != photos[j].identity]
+    valid = [(i, j) for i in range(n) for j in range(i + 1, n)
+             if photos[i].identity != photos[j].identity]
     if not valid:
-        raise ValueError("fakeproof/assets/faces: the demo needs photos of at least two different people")
+        raise DemoAssetError("fakeproof/assets/faces: the demo needs photos of at least two different "
+                             "people; add one")
     degree = [sum(1 for p in valid if k in p) for k in range(n)]
     uses = [0] * n
     pair_uses = {p: 0 for p in valid}
@@ -127,7 +131,8 @@ def generate(params: DemoParams, seed: int, raw_dir: str | Path, workers: int | 
     Groups render in ``workers`` threads (default: :func:`default_workers`; numpy and the ffmpeg
     encoder release the GIL); each
     group's output depends only on its own seeds, so the files are the same for any ``workers``.
-    Each mp4 is written to a temporary name and renamed, so no half-written clip is left behind.
+    Each mp4 is written to a temporary name and renamed, so no half-written clip is left behind;
+    demo clips left in the folder by an earlier run with more groups are removed.
     """
     start = time.perf_counter()
     workers = default_workers() if workers is None else workers
@@ -151,6 +156,10 @@ def generate(params: DemoParams, seed: int, raw_dir: str | Path, workers: int | 
         for done in pool.map(one_group, range(params.groups)):
             bar.update(len(done))
     bar.close()
+    wanted = {f"{s.video_id}.mp4" for s in specs}
+    stale = sorted(p for p in out_dir.iterdir() if _CLIP_FILE.match(p.name) and p.name not in wanted)
+    for p in stale:
+        p.unlink()
 
     rows = [{"video_id": s.video_id, "path": str(out_dir / f"{s.video_id}.mp4"), "label": s.label,
              "group": s.group, "method": s.method, "source": SOURCE_NAME, "split_hint": "",
@@ -158,10 +167,10 @@ def generate(params: DemoParams, seed: int, raw_dir: str | Path, workers: int | 
     table = pd.DataFrame(rows, columns=VIDEO_COLUMNS)
     n_fake = int(table["label"].sum())
     log.info("demo: %d clips (%d real, %d faceswap, %d sbi) in %d groups from %d photos, "
-             "%d frames of %d px at %d fps, written to %s in %.1f s",
+             "%d frames of %d px at %d fps, written to %s in %.1f s (%d stale clips removed)",
              len(table), len(table) - n_fake, int((table["method"] == "faceswap").sum()),
              int((table["method"] == "sbi").sum()), params.groups, len(photos), params.frames,
-             params.size, params.fps, out_dir, time.perf_counter() - start)
+             params.size, params.fps, out_dir, time.perf_counter() - start, len(stale))
     return table
 
 
