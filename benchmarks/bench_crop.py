@@ -34,20 +34,9 @@ from PIL import Image
 from fakeproof.config import params_from_dict
 from fakeproof.sources import VIDEO_COLUMNS
 
+from _photos import load_photos as photos
+
 SECTIONS = ("data", "frames", "faces", "split", "model", "train", "adv", "eval")
-
-
-def photos(folder: str | None) -> list[np.ndarray]:
-    if folder:
-        files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpg", ".png"))
-    else:
-        root = resources.files("fakeproof") / "assets" / "faces"
-        files = sorted(p for p in root.iterdir() if p.name.endswith(".jpg"))
-    out = []
-    for f in files:
-        with Image.open(f) as im:
-            out.append(np.asarray(im.convert("RGB")))
-    return out
 
 
 def face_centre(img: np.ndarray) -> tuple[float, float, float]:

@@ -33,20 +33,9 @@ ENC_LABEL = {"raw": "raw", "png": "png", "jpeg": "jpeg95"}
 # Training images/s of mobilenet_v3_small (batch 32, 2 threads) on an idle 2-core machine, from
 # docs/DESIGN.md: the bar to compare with when this machine is busy (measured training collapses
 # under load, which flatters the ratio).
+from _photos import load_photos
+
 REFERENCE_TRAIN = {128: 246.0, 224: 88.0}
-
-
-def load_photos(folder: str | None) -> list[np.ndarray]:
-    if folder:
-        files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpg", ".png"))
-    else:
-        root = resources.files("fakeproof") / "assets" / "faces"
-        files = sorted(p for p in root.iterdir() if p.name.endswith(".jpg"))
-    out = []
-    for f in files:
-        with Image.open(f) as im:
-            out.append(np.asarray(im.convert("RGB")))
-    return out
 
 
 def face_boxes(photos: list[np.ndarray]) -> list[np.ndarray]:
