@@ -31,7 +31,8 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_attacks.py
 	$(PY) benchmarks/bench_loader.py
-	$(PY) benchmarks/bench_crop.py
+	$(PY) benchmarks/bench_crop.py speed
+	$(PY) benchmarks/bench_crop.py memory
 
 clean-venv:
 	rm -rf $(VENV)

@@ -114,14 +114,21 @@ def attacked_probs(model: nn.Module, ds: FaceDataset, idx: np.ndarray, attack: s
     adversarial images are returned too (for the gallery)."""
     fn = get_attack(attack)
     opts = attack_options(attack, ep, seed, eps)
+    wanted = set(gallery_positions(len(idx), keep).tolist())
     probs, kept = [], []
-    for x, y in _batches(ds, idx, ep.batch_size):
+    for start, (x, y) in zip(range(0, len(idx), ep.batch_size), _batches(ds, idx, ep.batch_size)):
         adv = fn(model, x, y, eps=eps, **opts)
         with torch.no_grad():
             probs.append(torch.sigmoid(model(adv).reshape(-1)).numpy())
-        if len(kept) < keep:
-            kept.extend(adv[: keep - len(kept)])
+        kept.extend(adv[i - start] for i in range(start, start + len(x)) if i in wanted)
     return np.concatenate(probs), kept
+
+
+def gallery_positions(n: int, keep: int) -> np.ndarray:
+    """Positions in the attacked subset shown in the gallery: spread evenly, so several videos."""
+    if keep <= 0 or n == 0:
+        return np.zeros(0, dtype=int)
+    return np.unique(np.linspace(0, n - 1, min(keep, n)).round().astype(int))
 
 
 def level_metrics(frames: pd.DataFrame, probs: np.ndarray, how: str) -> dict[str, dict]:
@@ -189,7 +196,7 @@ def evaluate_model(name: str, model: nn.Module, ds: FaceDataset, ep: EvalParams,
         want = keep if (attack == "pgd" and eps == ep.roc_eps) else 0
         probs, kept = attacked_probs(model, ds, sub.index, attack, eps, ep, seed, want)
         if kept:
-            gallery["pgd"] = (kept, probs[: len(kept)])
+            gallery["pgd"] = (kept, probs[gallery_positions(len(sub.index), want)])
         m = level_metrics(sub.frames, probs, ep.video_agg)
         asr = attack_success_rate(sub_labels, sub_clean, probs)
         detail.setdefault(attack, {})[eps_label(eps)] = {**m, "attack_success_rate": asr}
@@ -256,7 +263,8 @@ def save_gallery(path: Path, ds: FaceDataset, results: dict[str, dict], ep: Eval
             fig.text(0.5, 0.5, "gallery disabled (eval.gallery: 0 or no pgd at eval.roc_eps)",
                      ha="center", va="center", fontsize=6)
         else:
-            idx = first["subset"].index[: ep.gallery]
+            pos = gallery_positions(len(first["subset"].index), ep.gallery)
+            idx = first["subset"].index[pos]
             cols = 1 + 2 * len(names)
             fig, axes = plt.subplots(len(idx), cols, figsize=(2 * cols, 2.1 * len(idx)), squeeze=False)
             for r, i in enumerate(idx):
@@ -266,7 +274,7 @@ def save_gallery(path: Path, ds: FaceDataset, results: dict[str, dict], ep: Eval
                 axes[r][0].set_title(f"test face ({lab})", fontsize=7)
                 for j, n in enumerate(names):
                     adv, probs = results[n]["gallery"]["pgd"]
-                    p_clean = float(results[n]["clean_probs_sub"][r])
+                    p_clean = float(results[n]["clean_probs_sub"][pos[r]])
                     a = adv[r].detach()
                     axes[r][1 + 2 * j].imshow(a.permute(1, 2, 0).numpy())
                     axes[r][1 + 2 * j].set_title(

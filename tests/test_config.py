@@ -32,9 +32,9 @@ def with_value(raw: dict, dotted: str, value) -> dict:
 def test_project_params_load() -> None:
     p = load_params(ROOT / "params.yaml")
     assert p.data.source == "demo"
-    assert math.isclose(p.adv.eps, 8 / 255)
-    assert math.isclose(p.adv.alpha, 2 / 255)
-    assert p.eval.eps[0] == 0.0 and math.isclose(p.eval.eps[-1], 8 / 255)
+    assert math.isclose(p.adv.eps, 4 / 255)
+    assert math.isclose(p.adv.alpha, 1 / 255)
+    assert p.eval.eps[0] == 0.0 and math.isclose(p.eval.eps[-1], 4 / 255)
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -47,11 +47,11 @@ def test_fraction_strings_and_floats(value, expected) -> None:
 
 def test_dvc_written_fraction_round_trip(raw, tmp_path) -> None:
     # `dvc exp run -S adv.eps=4/255` writes the value unquoted; YAML reads it as a string.
-    text = (ROOT / "params.yaml").read_text().replace("eps: 8/255", "eps: 4/255")
-    assert yaml.safe_load(text)["adv"]["eps"] == "4/255"
+    text = (ROOT / "params.yaml").read_text().replace("\n  eps: 4/255", "\n  eps: 2/255", 1)
+    assert yaml.safe_load(text)["adv"]["eps"] == "2/255"
     f = tmp_path / "params.yaml"
     f.write_text(text)
-    assert math.isclose(load_params(f).adv.eps, 4 / 255)
+    assert math.isclose(load_params(f).adv.eps, 2 / 255)
 
 
 @pytest.mark.parametrize("key, value, fragment", [

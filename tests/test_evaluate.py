@@ -64,7 +64,9 @@ def dataset(tmp_path_factory) -> FaceDataset:
                            "method": "m" if label else "real", "source": "t", "n_faces": 3})
     pd.DataFrame(faces).to_csv(root / "faces.csv", index=False)
     pd.DataFrame(splits).to_csv(root / "splits.csv", index=False)
-    return FaceDataset(root / "faces.lmdb", root / "faces.csv", root / "splits.csv", "test")
+    ds = FaceDataset(root / "faces.lmdb", root / "faces.csv", root / "splits.csv", "test")
+    ds.root_dir = root  # type: ignore[attr-defined]  # for the stage-level test below
+    return ds
 
 
 def params(**kw) -> EvalParams:
@@ -145,3 +147,40 @@ def test_metrics_json_is_clean(tmp_path) -> None:
                        "d": np.bool_(True)})
     assert json.loads(json.dumps(out)) == {"a": None, "b": 0.123457, "c": [3], "d": True}
     assert Path(tmp_path).exists()
+
+
+def test_run_evaluate_writes_report_plots_and_cross(dataset, tmp_path) -> None:
+    """The stage function end to end on the tiny store; eval.cross on the same data must
+    reproduce the main numbers exactly (same model, same faces, same seeds)."""
+    import dataclasses
+
+    import yaml
+
+    from fakeproof.config import params_from_dict
+    from fakeproof.evaluate import run_evaluate
+    from fakeproof.models import create_model, save_checkpoint
+    from fakeproof.train import DataPaths
+
+    base = dataset.root_dir
+    paths = DataPaths(base / "faces.lmdb", base / "faces.csv", base / "splits.csv")
+    torch.manual_seed(0)
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, create_model("smallcnn").eval(), {"image_size": SIZE})
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    p = params_from_dict(raw)
+    p = dataclasses.replace(p, eval=dataclasses.replace(
+        p.eval, eps=[0.0, 4 / 255], attacks=["fgsm", "pgd"], pgd_steps=2, max_samples=12,
+        gallery=2, roc_eps=4 / 255, batch_size=8))
+    report = run_evaluate(p, paths, {"m": ckpt}, tmp_path / "eval.json", tmp_path / "plots",
+                          cross=paths)
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["max_eps"] == "4/255" and saved["test_faces"] == 36
+    assert saved["cross"]["m"]["auc"] == saved["m"]["auc"]
+    assert saved["cross"]["m"]["pgd_acc"] == saved["m"]["pgd_acc"]
+    for k in ("auc", "ap", "eer", "acc", "bacc", "precision", "recall", "f1"):
+        assert k in saved["detail"]["m"]["clean"]["frame"] and k in saved["detail"]["m"]["clean"]["video"]
+    wide = pd.read_csv(tmp_path / "plots" / "robust_acc.csv")
+    assert list(wide.columns) == ["eps", "eps_255", "m_fgsm", "m_pgd"] and len(wide) == 2
+    assert (tmp_path / "plots" / "roc" / "m_clean.csv").is_file()
+    assert (tmp_path / "plots" / "gallery.png").read_bytes()[:4] == b"\x89PNG"
+    assert report["sanity_ok"] == saved["sanity_ok"]
