@@ -110,6 +110,7 @@ class ClipBank:
         path = self.folder / f"{key}.mp4"
         if not path.is_file():
             write_mp4(path, make(), fps=CLIP_FPS)
+        assert path.stat().st_size > 0, f"{path}: empty clip"
         return path
 
     def face(self, name: str, variant: int = 0) -> Path:

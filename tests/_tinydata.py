@@ -67,8 +67,11 @@ def build_store(root: Path, videos: dict[str, int], frames: int = 4, size: int =
                 splits.append({"video_id": vid, "label": label ^ flip, "split": split,
                                "group": vid, "method": "red" if label ^ flip else "real",
                                "source": "tiny", "n_faces": frames})
+    table = pd.DataFrame(splits)
+    # The fixture's promise: every split that has videos holds both classes.
+    assert (table.groupby("split")["label"].nunique() == 2).all(), "a split lacks a class"
     pd.DataFrame(faces).to_csv(root / "faces.csv", index=False)
-    pd.DataFrame(splits).to_csv(root / "splits.csv", index=False)
+    table.to_csv(root / "splits.csv", index=False)
     return DataPaths(root / "faces.lmdb", root / "faces.csv", root / "splits.csv")
 
 

@@ -57,7 +57,10 @@ def face_clip_frames(photo: str = "obama.jpg", size: int = 128, n_frames: int = 
                                                Image.Resampling.BILINEAR)))
         s = size / side
         boxes.append([(box[0] - ox) * s, (box[1] - oy) * s, (box[2] - ox) * s, (box[3] - oy) * s])
-    return np.stack(frames), np.array(boxes)
+    boxes_arr = np.array(boxes)
+    # The fixture's promise: the known face box lies inside every frame.
+    assert boxes_arr.min() >= 0 and boxes_arr.max() <= size, "face box leaves the frame"
+    return np.stack(frames), boxes_arr
 
 
 def make_face_clip(path: str | Path, photo: str = "obama.jpg", size: int = 128,
