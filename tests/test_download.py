@@ -61,8 +61,8 @@ class _Handler(BaseHTTPRequestHandler):
             srv.cut_done = True
             body = body[: len(body) // 2]
             self.close_connection = True
+        srv.sent += len(body)  # counted before the write: the client may finish reading first
         self.wfile.write(body)
-        srv.sent += len(body)
 
     def log_message(self, *args):
         pass
