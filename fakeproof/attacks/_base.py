@@ -24,12 +24,15 @@ Conventions (every attack in :mod:`fakeproof.attacks` follows them):
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from typing import Callable, Iterator, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+_log = logging.getLogger("fakeproof.attacks")
 
 Norm = Literal["linf", "l2"]
 LossName = Literal["ce", "margin"]
@@ -289,3 +292,20 @@ def keep_worst(best: Tensor, best_score: Tensor, fooled: Tensor, idx: Tensor, ca
     best[rows] = cand[take]
     best_score[rows] = cand_score[take].to(best_score.dtype)
     fooled[rows] = cand_fooled[take]
+
+
+def worst_over_restarts(x: Tensor, restarts: int,
+                        run: Callable[[Tensor], tuple[Tensor, Tensor]], name: str) -> Tensor:
+    """Run ``run(idx) -> (adv, score)`` for each restart on the samples not yet fooled and keep
+    the worst case per sample (:func:`keep_worst`; a sample counts as fooled when score >= 0)."""
+    best = x.clone()
+    best_score = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
+    fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    for r in range(restarts):
+        idx = (~fooled).nonzero().flatten()
+        if idx.numel() == 0:
+            break
+        adv, score = run(idx)
+        keep_worst(best, best_score, fooled, idx, adv, score, score >= 0)
+        _log.debug("%s restart %d: %d/%d images fooled", name, r, int(fooled.sum()), x.shape[0])
+    return best

@@ -33,15 +33,15 @@ Defaults: ``steps=20``, ``norm='linf'``, ``loss='ce'``, ``rho=0.75``, ``restarts
 from __future__ import annotations
 
 import logging
-import math
 from typing import Optional
 
 import torch
 from torch import Tensor
 
 from fakeproof.attacks._base import (AttackError, Model, check_inputs, check_int, check_loss,
-                                     clip_box, input_grad, keep_worst, linf_box, make_generator,
-                                     margin, model_guard, normal, normalize_l2, project, uniform)
+                                     clip_box, input_grad, linf_box, make_generator,
+                                     margin, model_guard, normal, normalize_l2, project, uniform,
+                                     worst_over_restarts)
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +150,7 @@ def apgd(model: Model, images: Tensor, labels: Tensor, *, eps: float, steps: int
         return x.clone()
     gen = make_generator(seed, generator)
     with model_guard(model):
-        best = x.clone()
-        best_score = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
-        fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        for r in range(restarts):
-            idx = (~fooled).nonzero().flatten()
-            if idx.numel() == 0:
-                break
-            adv, adv_score = _run(model, x[idx], y[idx], eps, steps, norm, loss, float(rho), gen)
-            keep_worst(best, best_score, fooled, idx, adv, adv_score, adv_score >= 0)
-            log.debug("apgd restart %d: %d/%d images fooled", r, int(fooled.sum()), x.shape[0])
-        return best
+        def run(idx: Tensor) -> tuple[Tensor, Tensor]:
+            return _run(model, x[idx], y[idx], eps, steps, norm, loss, float(rho), gen)
+
+        return worst_over_restarts(x, restarts, run, "apgd")

@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from fakeproof.attacks._base import (AttackError, Model, check_inputs, check_int, check_loss,
-                                     clip_box, input_grad, linf_box, keep_worst, make_generator,
+                                     clip_box, input_grad, linf_box, make_generator,
                                      margin, model_guard, normalize_l2, project, random_point,
-                                     two_logits)
+                                     two_logits, worst_over_restarts)
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +93,10 @@ def pgd(model: Model, images: Tensor, labels: Tensor, *, eps: float, alpha: Opti
     with model_guard(model):
         if restarts == 1:
             return _run(model, x, y, eps, alpha, steps, norm, random_start, loss, gen)
-        best = x.clone()
-        best_score = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
-        fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        for r in range(restarts):
-            idx = (~fooled).nonzero().flatten()
-            if idx.numel() == 0:
-                break
+
+        def run(idx: Tensor) -> tuple[Tensor, Tensor]:
             adv = _run(model, x[idx], y[idx], eps, alpha, steps, norm, True, loss, gen)
             with torch.no_grad():
-                score = -margin(two_logits(model, adv), y[idx])
-                keep_worst(best, best_score, fooled, idx, adv, score, score >= 0)
-            log.debug("pgd restart %d: %d/%d images fooled", r, int(fooled.sum()), x.shape[0])
-        return best
+                return adv, -margin(two_logits(model, adv), y[idx])
+
+        return worst_over_restarts(x, restarts, run, "pgd")
