@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from fakeproof.config import PARAMS_FILE, ParamsError, load_params
+from fakeproof.errors import FakeproofError
 
 log = logging.getLogger("fakeproof")
 
@@ -31,27 +32,6 @@ ROBUST_PT = Path("models/robust.pt")
 METRICS = Path("metrics")
 PLOTS = METRICS / "plots"
 TB = Path("models/tensorboard")
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from fakeproof.attacks import AttackError
-    from fakeproof.data import DataError
-    from fakeproof.frames import FramesError
-    from fakeproof.models import ModelError
-    from fakeproof.sources import SourceError
-    from fakeproof.splits import SplitError
-    from fakeproof.store import StoreError
-    from fakeproof.video import VideoError
-
-    errors: list[type[BaseException]] = [ParamsError, SourceError, SplitError, ModelError,
-                                         VideoError, FramesError, StoreError, DataError,
-                                         AttackError, FileNotFoundError]
-    try:
-        from fakeproof.download import DownloadError
-        errors.append(DownloadError)
-    except ImportError:  # pragma: no cover - optional module
-        pass
-    return tuple(errors)
 
 
 def _data_paths():
@@ -185,7 +165,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0 = time.perf_counter()
     try:
         stats = fn(args)
-    except _user_errors() as e:
+    except FakeproofError as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"fakeproof {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
+from fakeproof.errors import FakeproofError
 
 PARAMS_FILE = "params.yaml"
 
 
-class ParamsError(ValueError):
+class ParamsError(FakeproofError, ValueError):
     """A params.yaml value is missing, unknown or out of range (message: one line)."""
 
 

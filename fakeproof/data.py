@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fakeproof.store import FaceStore
+from fakeproof.errors import FakeproofError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ SPLIT_COLUMNS = ("video_id", "label", "split", "group", "method", "source")
 JITTER = 0.1
 
 
-class DataError(ValueError):
+class DataError(FakeproofError, ValueError):
     """faces.csv / splits.csv / the store do not fit together (one-line message)."""
 
 

@@ -31,7 +31,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 def load_frames(path: Path, params: Params) -> tuple[list[int], np.ndarray]:
     """RGB uint8 frames of an image (one frame) or a video (sampled by ``frames.*``)."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise VideoError(f"{path}: no such file; check the path")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         try:
             with Image.open(path) as im:
@@ -85,7 +85,7 @@ def detect(inputs: Sequence[str], checkpoint: Path, params: Params, as_json: boo
     for item in inputs:
         try:
             results.append(score_file(Path(item), model, cropper, params))
-        except (VideoError, FileNotFoundError) as e:
+        except VideoError as e:
             results.append({"file": item, "frames": 0, "faces": 0, "score": None,
                             "verdict": f"error: {e}", "faces_detail": []})
     if as_json:

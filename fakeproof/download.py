@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from fakeproof.config import DataParams
 from fakeproof.io import atomic_path
+from fakeproof.errors import FakeproofError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ FFPP_DATASETS_ACTORS = ("DeepFakeDetection_original", "DeepFakeDetection")
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(FakeproofError, RuntimeError):
     """A download, checksum, archive or downloader run failed (message: one line)."""
 
 

@@ -45,6 +45,7 @@ from fakeproof import video
 from fakeproof.config import FramesParams, Params
 from fakeproof.io import atomic_path, write_csv
 from fakeproof.sources import PROBLEM_COLUMNS, SourceError, validate_video_table
+from fakeproof.errors import FakeproofError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ FRAME_SUFFIX = ".jpg"
 MAX_WORKERS = 4
 
 
-class FramesError(RuntimeError):
+class FramesError(FakeproofError, RuntimeError):
     """The stage cannot run at all (unreadable video table, missing frames folder); one line."""
 
 
@@ -164,7 +165,7 @@ def iter_frame_batches(frames_dir: str | Path, video_id: str, batch_size: int = 
     """
     path = tar_path(frames_dir, video_id)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no stored frames for video {video_id!r}; "
+        raise FramesError(f"{path}: no stored frames for video {video_id!r}; "
                                 "re-run extract_frames or check its problems.csv")
     indices: list[int] = []
     frames: list[np.ndarray] = []

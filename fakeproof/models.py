@@ -24,12 +24,13 @@ from typing import Any, Callable, Optional
 import torch
 import torchvision
 from torch import nn
+from fakeproof.errors import FakeproofError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ModelError(RuntimeError):
+class ModelError(FakeproofError, RuntimeError):
     """A model name, weights file or checkpoint is unusable (one-line message)."""
 
 

@@ -20,13 +20,14 @@ import numpy as np
 import pandas as pd
 
 from fakeproof.config import SplitParams
+from fakeproof.errors import FakeproofError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 SPLIT_COLUMNS = ["video_id", "label", "split", "group", "method", "source", "n_faces"]
 
 
-class SplitError(RuntimeError):
+class SplitError(FakeproofError, RuntimeError):
     """The split cannot be made without leakage or leaves a split empty (one-line message)."""
 
 

@@ -68,6 +68,7 @@ import torch
 from PIL import Image
 
 from fakeproof.io import atomic_path
+from fakeproof.errors import FakeproofError
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ INITIAL_MAP_SIZE = 64 << 20
 COMMIT_EVERY = 256
 
 
-class StoreError(RuntimeError):
+class StoreError(FakeproofError, RuntimeError):
     """The face store is missing, unreadable, or a write would corrupt it (one-line message)."""
 
 

@@ -17,9 +17,10 @@ from typing import Sequence
 
 import ffmpeg
 import numpy as np
+from fakeproof.errors import FakeproofError
 
 
-class VideoError(RuntimeError):
+class VideoError(FakeproofError, RuntimeError):
     """A video could not be probed or decoded (corrupt, truncated, not a video)."""
 
 

@@ -31,6 +31,7 @@ from typing import Callable, Iterator, Literal, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from fakeproof.errors import FakeproofError
 
 _log = logging.getLogger("fakeproof.attacks")
 
@@ -42,7 +43,7 @@ NORMS = ("linf", "l2")
 LOSSES = ("ce", "margin")
 
 
-class AttackError(ValueError):
+class AttackError(FakeproofError, ValueError):
     """Bad input to an attack (images, labels, eps, an option or the model's output); one line."""
 
 

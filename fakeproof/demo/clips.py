@@ -26,11 +26,12 @@ from PIL import Image
 
 from fakeproof.demo.imaging import bilinear, grid, resize, smooth_curve, to_uint8
 from fakeproof.demo.landmarks import Face, detect_face
+from fakeproof.errors import FakeproofError
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-class DemoAssetError(RuntimeError):
+class DemoAssetError(FakeproofError, RuntimeError):
     """The packaged demo photos are missing or unusable."""
 
 

@@ -22,6 +22,7 @@ from typing import Iterator, Literal
 import numpy as np
 
 from fakeproof.demo.imaging import apply_affine
+from fakeproof.errors import FakeproofError
 
 #: ArcFace's 5-point template in a 112x112 aligned crop (insightface ``arcface_dst``).
 TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
@@ -41,7 +42,7 @@ INNER_FACE_112 = np.array([
     np.float64)
 
 
-class FaceNotFoundError(RuntimeError):
+class FaceNotFoundError(FakeproofError, RuntimeError):
     """MTCNN found no face in an image that must contain one."""
 
 

@@ -27,6 +27,7 @@ from typing import Callable
 import pandas as pd
 
 from fakeproof.config import DataParams
+from fakeproof.errors import FakeproofError
 
 VIDEO_COLUMNS = ["video_id", "path", "label", "group", "method", "source", "split_hint", "original"]
 PROBLEM_COLUMNS = ["video_id", "path", "stage", "reason"]
@@ -34,7 +35,7 @@ SPLIT_HINTS = {"", "train", "val", "test", "exclude"}
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class SourceError(RuntimeError):
+class SourceError(FakeproofError, RuntimeError):
     """A dataset root or its metadata is unusable (message: one line naming the file)."""
 
 

@@ -1,0 +1,20 @@
+"""One family for every error a user can fix.
+
+Every module's user-facing error class subclasses :class:`FakeproofError`; ``fakeproof.cli.main``
+catches this base alone and prints its message as one line (exit code 2), never a traceback.
+Messages name the file or params key at fault and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class FakeproofError(Exception):
+    """A state the user can fix (bad params, a missing or unusable file, an empty split ...)."""
+
+
+class TrainingError(FakeproofError):
+    """Training cannot proceed or produced no usable model (one class only, NaN loss ...)."""
+
+
+class EvaluationError(FakeproofError):
+    """Evaluation cannot proceed (an empty test split, a sample without a class ...)."""
