@@ -21,93 +21,90 @@ from fakeproof.errors import FakeproofError
 
 log = logging.getLogger("fakeproof")
 
-# The layout fixed by dvc.yaml (DESIGN.md): paths are relative to the project root.
-RAW = Path("data/raw")
-FRAMES = Path("data/frames")
-FACES_LMDB = Path("data/faces.lmdb")
-FACES_CSV = Path("data/faces.csv")
-SPLITS_CSV = Path("data/splits.csv")
-CLEAN_PT = Path("models/clean.pt")
-ROBUST_PT = Path("models/robust.pt")
-METRICS = Path("metrics")
-PLOTS = METRICS / "plots"
-TB = Path("models/tensorboard")
+# No path lives here: dvc.yaml passes every input and output path on each stage's command line.
 
 
-def _data_paths():
-    from fakeproof.train import DataPaths
+def _data(args: argparse.Namespace):
+    from fakeproof.data import DataPaths
 
-    return DataPaths(FACES_LMDB, FACES_CSV, SPLITS_CSV)
+    return DataPaths(Path(args.store), Path(args.faces), Path(args.splits))
 
 
 def cmd_download(args: argparse.Namespace) -> dict:
     from fakeproof.ingest import run_download
 
-    return run_download(load_params(args.params).data, RAW)
+    return run_download(load_params(args.params).data, Path(args.out))
 
 
 def cmd_extract_frames(args: argparse.Namespace) -> dict:
     from fakeproof.frames import run_extract_frames
 
-    return run_extract_frames(load_params(args.params), RAW / "videos.csv", FRAMES)
+    return run_extract_frames(load_params(args.params), Path(args.videos), Path(args.out))
 
 
 def cmd_crop_faces(args: argparse.Namespace) -> dict:
     from fakeproof.faces import run_crop_faces
 
-    return run_crop_faces(load_params(args.params), RAW / "videos.csv", FRAMES, FACES_LMDB, FACES_CSV)
+    return run_crop_faces(load_params(args.params), Path(args.videos), Path(args.frames),
+                          Path(args.store), Path(args.faces))
 
 
 def cmd_split(args: argparse.Namespace) -> dict:
     from fakeproof.splits import run_split
 
-    return run_split(load_params(args.params).split, RAW / "videos.csv", FACES_CSV, SPLITS_CSV)
+    return run_split(load_params(args.params).split, Path(args.videos), Path(args.faces),
+                     Path(args.out))
 
 
 def cmd_pretrain(args: argparse.Namespace) -> dict:
     from fakeproof.train import run_pretrain
 
-    return run_pretrain(load_params(args.params), _data_paths(), CLEAN_PT, METRICS / "pretrain.json",
-                        PLOTS / "pretrain_curve.csv", TB / "pretrain")
+    return run_pretrain(load_params(args.params), _data(args), Path(args.out), Path(args.metrics),
+                        Path(args.curve), Path(args.tensorboard))
 
 
 def cmd_adv_finetune(args: argparse.Namespace) -> dict:
     from fakeproof.train import run_adv_finetune
 
-    return run_adv_finetune(load_params(args.params), _data_paths(), CLEAN_PT, ROBUST_PT,
-                            METRICS / "finetune.json", PLOTS / "finetune_curve.csv",
-                            TB / "adv_finetune")
+    return run_adv_finetune(load_params(args.params), _data(args), Path(args.clean), Path(args.out),
+                            Path(args.metrics), Path(args.curve), Path(args.tensorboard))
+
+
+def _named_checkpoints(specs: Sequence[str]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ParamsError(f"--checkpoint {spec!r}: use NAME=PATH, e.g. --checkpoint mine=models/x.pt")
+        out[name] = Path(path)
+    return out
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     from fakeproof.evaluate import run_evaluate
-    from fakeproof.train import DataPaths
 
     params = load_params(args.params)
-    checkpoints = {"clean": CLEAN_PT, "robust": ROBUST_PT}
-    for spec in args.checkpoint or []:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise ParamsError(f"--checkpoint {spec!r}: use NAME=PATH, e.g. --checkpoint mine=models/x.pt")
-        checkpoints[name] = Path(path)
+    checkpoints = _named_checkpoints(args.checkpoint or [])
+    if not checkpoints:
+        raise ParamsError("evaluate: give at least one --checkpoint NAME=PATH")
     cross = None
     if params.eval.cross:
-        root = Path(params.eval.cross)
-        cross = DataPaths(root / "faces.lmdb", root / "faces.csv", root / "splits.csv")
+        from fakeproof.data import DataPaths
+
+        cross = DataPaths.under(params.eval.cross)
         for p in (cross.store, cross.faces_csv, cross.splits_csv):
             if not p.exists():
                 raise ParamsError(f"eval.cross = {params.eval.cross!r}: {p} not found; point it at "
                                   "another run's data/ folder (faces.lmdb, faces.csv, splits.csv)")
-    out = Path(args.out) if args.out else METRICS / "eval.json"
-    plots = Path(args.plots) if args.plots else PLOTS
-    return run_evaluate(params, _data_paths(), checkpoints, out, plots, cross)
+    return run_evaluate(params, _data(args), checkpoints, Path(args.headline), Path(args.detail),
+                        Path(args.plots), cross)
 
 
 def cmd_detect(args: argparse.Namespace) -> dict:
-    from fakeproof.detect import detect
+    from fakeproof.detect import run_detect
 
-    params = load_params(args.params)
-    return detect(args.inputs, Path(args.checkpoint), params, as_json=args.json)
+    # No params.yaml: everything inference needs comes from the checkpoint's recipe.
+    return run_detect(args.inputs, Path(args.checkpoint), device=args.device, as_json=args.json)
 
 
 def cmd_models(args: argparse.Namespace) -> dict:
@@ -132,6 +129,27 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], dict], str]] = {
 }
 
 
+_DATA = (("--store", "face store (LMDB folder)"), ("--faces", "face index CSV"),
+         ("--splits", "split table CSV"))
+_TRAIN_OUTS = (("--out", "checkpoint to write"), ("--metrics", "metrics JSON to write"),
+               ("--curve", "per-epoch curve CSV to write"),
+               ("--tensorboard", "TensorBoard log folder (scratch, not a DVC out)"))
+#: The path arguments of each stage, all required: dvc.yaml is the one place that names paths.
+STAGE_ARGS: dict[str, tuple[tuple[str, str], ...]] = {
+    "download": (("--out", "raw data folder to write (holds videos.csv)"),),
+    "extract_frames": (("--videos", "videos.csv"), ("--out", "frames folder to write")),
+    "crop_faces": (("--videos", "videos.csv"), ("--frames", "frames folder"),
+                   ("--store", "face store to write"), ("--faces", "face index CSV to write")),
+    "split": (("--videos", "videos.csv"), ("--faces", "face index CSV"),
+              ("--out", "split table CSV to write")),
+    "pretrain": _DATA + _TRAIN_OUTS,
+    "adv_finetune": _DATA + (("--clean", "the pretrained checkpoint"),) + _TRAIN_OUTS,
+    "evaluate": _DATA + (("--headline", "headline metrics JSON to write"),
+                         ("--detail", "detail metrics JSON to write"),
+                         ("--plots", "plots folder to write")),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fakeproof", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,15 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--params", default=PARAMS_FILE, help="params file (default: params.yaml)")
         p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        for flag, help_ in STAGE_ARGS.get(name, ()):
+            p.add_argument(flag, required=True, help=help_)
         if name == "evaluate":
-            p.add_argument("--checkpoint", action="append", metavar="NAME=PATH",
-                           help="evaluate another checkpoint too (repeatable)")
-            p.add_argument("--out", help="metrics JSON path (default: metrics/eval.json)")
-            p.add_argument("--plots", help="plots folder (default: metrics/plots)")
+            p.add_argument("--checkpoint", action="append", metavar="NAME=PATH", required=True,
+                           help="a checkpoint to evaluate under NAME (repeatable)")
         if name == "detect":
-            p.add_argument("inputs", nargs="+", help="video or image files")
-            p.add_argument("--checkpoint", default=str(ROBUST_PT), help="default: models/robust.pt")
+            p.add_argument("inputs", nargs="+", metavar="PATH",
+                           help="videos, images, or folders of them (recursive)")
+            p.add_argument("--checkpoint", default="models/robust.pt", help="default: models/robust.pt")
             p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+            p.add_argument("--device", default="auto",
+                           help="auto (CUDA when available), cpu or cuda[:N]; default: auto")
     return parser
 
 

@@ -99,6 +99,7 @@ class FFppParams:
         lambda: ["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter"])
     include_actors: bool = False
     server: Optional[Literal["EU", "EU2", "CA"]] = None
+    accept_terms: bool = False  # true: you accepted the FF++ terms on the form; answers its prompt
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class CelebdfParams:
 @dataclass(frozen=True)
 class DfdcParams:
     parts: list[str] = Opt(list, "dfdc_train_part_N folder names to use; empty = all found")
+    groups: Optional[str] = None  # CSV video,group (e.g. face clusters): merged into the grouping
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class DataParams:
     url: Optional[str] = None
     sha256: Optional[str] = None
     ffpp_downloader: Optional[str] = None
+    ffpp_downloader_sha256: Optional[str] = None  # required when ffpp_downloader is a URL
     seed: int = Num(0, 0)
     demo: DemoParams = Opt(DemoParams)
     ffpp: FFppParams = Opt(FFppParams)
@@ -130,11 +133,14 @@ class DataParams:
 @dataclass(frozen=True)
 class FramesParams:
     mode: Literal["count", "fps"] = "count"
-    count: int = Num(32, 1, 10000, "frames spaced evenly per video (mode: count)")
+    count: int = Num(8, 1, 10000, "frames spaced evenly per video (mode: count)")
     fps: float = Num(1.0, 0.001, 1000.0, "frames per second (mode: fps)")
     max_frames: int = Num(300, 1, 100000, "cap on frames per video in fps mode")
     max_side: int = Num(1280, 64, 8192, "frames larger than this are downscaled before storing")
     jpeg_quality: int = Num(95, 1, 100)
+    workers: int = Num(0, 0, 4096, "processes over videos; 0 = every core, 1 = this process only")
+    scheduler: Optional[str] = field(default=None, metadata={
+        "doc": "dask.distributed scheduler address (tcp://host:8786); null = local processes"})
 
 
 @dataclass(frozen=True)
@@ -150,6 +156,11 @@ class FacesParams:
     reuse_original_boxes: bool = True
     encoding: Literal["png", "jpeg", "raw"] = "png"
     jpeg_quality: int = Num(95, 1, 100)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # MTCNN's; auto = cuda when torch sees one
+    videos_per_task: int = Num(1, 1, 100000, "videos per task; detection batches fill across them")
+    workers: int = Num(0, 0, 4096, "processes over videos; 0 = every core, 1 = this process only")
+    scheduler: Optional[str] = field(default=None, metadata={
+        "doc": "dask.distributed scheduler address (tcp://host:8786); null = local processes"})
 
 
 @dataclass(frozen=True)
@@ -163,15 +174,15 @@ class SplitParams:
 
 @dataclass(frozen=True)
 class ModelParams:
-    name: str = "mobilenet_v3_small"
+    name: str = "smallcnn"
     pretrained: Optional[str] = None
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: int = Num(8, 1, 10000)
+    epochs: int = Num(10, 1, 10000)
     batch_size: int = Num(32, 1, 4096)
-    lr: float = Num(1e-3, 0.0, 10.0)
+    lr: float = Num(2e-3, 0.0, 10.0)
     weight_decay: float = Num(1e-4, 0.0, 1.0)
     loss: Literal["balanced_bce", "bce"] = "balanced_bce"
     patience: int = Num(5, 1, 10000, "epochs without val AUC gain before early stop")
@@ -183,33 +194,44 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class AdvParams:
-    eps: float = Eps("8/255")
-    alpha: float = Eps("2/255")
+    eps: float = Eps("4/255", doc="training perturbation budget (L-inf, pixel units)")
+    alpha: float = Eps("1/255", doc="PGD step size while training")
     steps: int = Num(5, 1, 1000)
     random_start: bool = True
-    clean_share: float = Num(0.5, 0.0, 1.0, "share of clean images in each batch")
-    epochs: int = Num(4, 1, 10000)
-    lr: float = Num(5e-4, 0.0, 10.0)
+    clean_share: float = Num(0.2, 0.0, 1.0, "share of clean images in each batch")
+    epochs: int = Num(10, 1, 10000)
+    lr: float = Num(2e-3, 0.0, 10.0)
     seed: int = Num(0, 0)
+    select_steps: int = Num(10, 1, 10000, "PGD steps of the val attack that selects the robust "
+                                          "checkpoint; must exceed adv.steps")
+    select_seed: int = Num(1, 0, doc="seed of that val attack (never the training attack's)")
+    val_eps: list[float] = field(
+        default_factory=lambda: ["2/255", "4/255", "8/255"],
+        metadata={"fraction": True, "hi": 1.0,
+                  "doc": "val-side eps sweep of the chosen model: choose adv.eps on this, not test"})
+    val_samples: int = Num(256, 1, 10000000, "val faces attacked per val PGD run")
 
 
 @dataclass(frozen=True)
 class EvalParams:
+    preset: Literal["quick", "standard"] = "quick"
     eps: list[float] = field(
-        default_factory=lambda: [0.0, "1/255", "2/255", "4/255", "8/255"],
+        default_factory=lambda: [0.0, "2/255", "4/255", "8/255", "16/255"],
         metadata={"fraction": True, "hi": 1.0})
-    attacks: list[Literal["fgsm", "pgd", "apgd", "square"]] = Opt(
-        lambda: ["fgsm", "pgd", "apgd", "square"])
-    pgd_steps: int = Num(10, 1, 10000)
+    attacks: list[str] = Opt(lambda: ["fgsm", "pgd", "apgd", "square"])
+    headline_eps: float = Eps("4/255", doc="eps of the headline metrics and the PGD ROC curve")
+    pgd_steps: Optional[int] = Num(None, 1, 100000, "null: from eval.preset")
     pgd_alpha: Optional[float] = Eps(None, doc="PGD step; null = 2.5 * eps / pgd_steps per eps "
                                           "(Madry et al. 2018), so every eps of the sweep is reachable")
-    pgd_restarts: int = Num(1, 1, 100)
-    apgd_steps: int = Num(20, 1, 10000)
-    square_queries: int = Num(300, 1, 1000000)
-    max_samples: int = Num(256, 1, 10000000, "cap on test frames attacked per (attack, eps)")
+    pgd_restarts: Optional[int] = Num(None, 1, 1000, "null: from eval.preset")
+    apgd_steps: Optional[int] = Num(None, 1, 100000, "null: from eval.preset")
+    apgd_restarts: Optional[int] = Num(None, 1, 1000, "null: from eval.preset")
+    square_queries: Optional[int] = Num(None, 1, 10000000, "null: from eval.preset")
+    attack_videos: Optional[int] = Num(None, 2, 10000000, "whole test videos attacked, stratified "
+                                                          "by class and method; null = all")
+    bootstrap: int = Num(1000, 10, 1000000, "bootstrap draws (videos resampled) per interval")
     batch_size: int = Num(64, 1, 4096)
     video_agg: Literal["mean", "max", "confident"] = "mean"
-    roc_eps: float = Eps("4/255")
     gallery: int = Num(6, 0, 100)
     cross: Optional[str] = None
     seed: int = Num(0, 0)
@@ -370,8 +392,17 @@ def _check_cross(sections: dict) -> None:
         raise ParamsError(f"split.train + split.val + split.test = {total:g}: must sum to 1")
     if len(sections["faces"].thresholds) != 3:
         raise ParamsError("faces.thresholds: give three MTCNN thresholds, e.g. [0.6, 0.7, 0.7]")
-    if not sections["eval"].eps:
+    ev = sections["eval"]
+    if not ev.eps:
         raise ParamsError("eval.eps: empty; give a list such as [0, 2/255, 4/255, 8/255]")
+    if not any(abs(e - ev.headline_eps) < 1e-12 for e in ev.eps):
+        raise ParamsError(f"eval.headline_eps = {ev.headline_eps:.6g}: not in eval.eps; add it there")
+    adv = sections["adv"]
+    if adv.select_steps <= adv.steps:
+        raise ParamsError(f"adv.select_steps = {adv.select_steps}: must exceed adv.steps = "
+                          f"{adv.steps} (select on val with an attack stronger than the training one)")
+    if adv.select_seed == adv.seed:
+        raise ParamsError(f"adv.select_seed = {adv.select_seed}: must differ from adv.seed")
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
@@ -388,6 +419,14 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
         where = f" at line {mark.line + 1}" if mark else ""
         raise ParamsError(f"{path}: not valid YAML{where}; fix the syntax") from None
     return params_from_dict(raw, str(path))
+
+
+def default_params() -> dict:
+    """The documented defaults as a params mapping (params.yaml must equal it, key by key)."""
+    out = {}
+    for f in dataclasses.fields(Params):
+        out[f.name] = as_dict(_build(typing.get_type_hints(Params)[f.name], {}, f.name))
+    return out
 
 
 def as_dict(obj: Any) -> Any:

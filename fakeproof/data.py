@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -38,6 +39,21 @@ JITTER = 0.1
 
 class DataError(FakeproofError, ValueError):
     """faces.csv / splits.csv / the store do not fit together (one-line message)."""
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """Where one dataset's face store, face index and split table live (given by dvc.yaml)."""
+
+    store: Path
+    faces_csv: Path
+    splits_csv: Path
+
+    @classmethod
+    def under(cls, root: str | Path) -> "DataPaths":
+        """The layout of a pipeline's data folder: faces.lmdb, faces.csv, splits.csv."""
+        root = Path(root)
+        return cls(root / "faces.lmdb", root / "faces.csv", root / "splits.csv")
 
 
 def _read_csv(path: Path, needed: tuple[str, ...], what: str) -> pd.DataFrame:

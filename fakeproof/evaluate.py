@@ -1,28 +1,34 @@
-"""The evaluate stage: clean and adversarial metrics over an epsilon sweep, with sanity flags.
+"""The evaluate stage: clean and adversarial metrics over an epsilon sweep, with intervals and
+sanity flags. The test split is read here and nowhere else.
 
-For every model (``models/clean.pt``, ``models/robust.pt`` and any checkpoint given with
-``--checkpoint NAME=PATH``) on the **test** split:
+For every model (``clean``, ``robust`` and any ``--checkpoint NAME=PATH``):
 
-1. clean frame-level and video-level metrics on every test face (video score: mean of frame
-   probabilities by default, ``eval.video_agg``);
-2. for each attack of ``eval.attacks`` and each eps of ``eval.eps`` (pixel units, fractions
-   allowed, 0 included), the same metrics plus the attack success rate, on a fixed subset of whole
-   test videos capped at ``eval.max_samples`` faces (so video-level metrics stay meaningful and the
-   cost is bounded);
-3. sanity flags (Carlini et al., "On Evaluating Adversarial Robustness", 2019): accuracy at eps 0
-   equals clean accuracy; accuracy does not rise with eps; PGD is at least as strong as FGSM; a
-   gradient-free attack (Square) that beats every gradient attack flags likely gradient masking.
-   A flag that fires logs a warning.
+1. **Whole test split, clean**: frame- and video-level metrics (video score: mean of frame
+   probabilities by default, ``eval.video_agg``), AUC ranked on logits, each headline number with
+   a 95 % bootstrap interval that resamples whole videos (:mod:`fakeproof.bootstrap`).
+2. **Attacked sample**: whole test videos, stratified by class and manipulation method
+   (``eval.attack_videos``; null = all). Its clean numbers are reported beside the attacked ones,
+   computed on the same sample. Every attack of ``eval.attacks`` runs at every eps of ``eval.eps``
+   with the budget of ``eval.preset`` (``quick`` for demos, ``standard`` for published numbers;
+   explicit keys override it). Attack seeds derive from (eval.seed, attack, eps, the batch's first
+   face key), so adding an eps or an attack changes no other number.
+3. **Robust accuracy per face** (AutoAttack's definition): a face counts as robust at an eps only
+   when it is classified correctly clean and under every attack; ``robust`` rows use, per face,
+   the most adverse logit over clean and all attacks. ``robust_acc`` <= every per-attack accuracy.
+4. **Sanity flags** with their evidence (Carlini et al., "On Evaluating Adversarial Robustness",
+   2019; AutoAttack's checks): eps 0 equals clean; accuracy does not rise with eps; PGD at least
+   as strong as FGSM; APGD at least as strong as PGD; a gradient-free attack (Square) beating the
+   gradient attacks (gradient masking); robust accuracy above chance at a large eps (>= 16/255);
+   a collapsed model (logit spread far below the first model's, or most scores at the threshold).
 
-Outputs: ``metrics/eval.json`` (headline numbers at the top level for ``dvc metrics diff``, the full
-table under ``detail``), plot tables under ``metrics/plots/`` (accuracy and AUC vs eps per model and
-attack, ROC curves clean and at ``eval.roc_eps``) and a PNG gallery of adversarial examples.
+Outputs (paths from dvc.yaml): the headline metrics file (small, for ``dvc metrics diff`` and
+``dvc exp show``), the detail JSON, plot tables and a PNG gallery of adversarial examples.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import math
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -35,21 +41,24 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from fakeproof.attacks import get_attack
+from fakeproof.attacks import Budget, check_attack_names, get_attack, resolve_budget
+from fakeproof.bootstrap import video_bootstrap
 from fakeproof.config import EvalParams, Params, as_dict
-from fakeproof.data import FaceDataset, make_loader
-from fakeproof.io import atomic_path, write_csv, write_json
-from fakeproof.metrics import aggregate_videos, attack_success_rate, binary_metrics, roc_points
+from fakeproof.data import DataPaths, FaceDataset, make_loader
+from fakeproof.errors import EvaluationError
+from fakeproof.gallery import save_gallery
+from fakeproof.io import write_csv, write_json
+from fakeproof.metrics import aggregate_videos, attack_success_rate, binary_metrics, roc_points, score_spread
 from fakeproof.models import load_checkpoint
-from fakeproof.train import DataPaths, predict
+from fakeproof.predict import as_logit_array, logits_of, proba
+from fakeproof.sanity import sanity_flags
 
 log = logging.getLogger(__name__)
-GRADIENT_ATTACKS = ("fgsm", "pgd", "apgd")
-HEADLINE_KEYS = ("auc", "bacc", "acc", "ap", "eer")
+ROBUST = "robust"  # the per-face worst case over clean and every attack
 
 
 def eps_label(eps: float) -> str:
-    """'8/255' for multiples of 1/255 (the field's convention), else a short decimal."""
+    """'8/255' for multiples of 1/255 (the field's convention), else a short fraction/decimal."""
     if eps == 0:
         return "0"
     k = eps * 255
@@ -59,183 +68,224 @@ def eps_label(eps: float) -> str:
     return f"{f.numerator}/{f.denominator}" if abs(float(f) - eps) < 1e-9 else f"{eps:.4g}"
 
 
-def attack_options(name: str, ep: EvalParams, seed: int, eps: float) -> dict[str, Any]:
-    """Per-attack options from params ``eval.*`` (PGD's step defaults to 2.5 * eps / steps)."""
-    if name == "fgsm":
-        return {}
-    if name == "pgd":
-        alpha = ep.pgd_alpha if ep.pgd_alpha is not None else 2.5 * eps / ep.pgd_steps
-        return {"alpha": alpha, "steps": ep.pgd_steps, "restarts": ep.pgd_restarts,
-                "random_start": True, "seed": seed}
-    if name == "apgd":
-        return {"steps": ep.apgd_steps, "seed": seed}
-    if name == "square":
-        return {"queries": ep.square_queries, "seed": seed}
-    raise ValueError(f"eval.attacks: unknown attack {name!r}")
+def eval_budget(ep: EvalParams) -> Budget:
+    """The attack budget of ``eval.preset`` with every explicitly set ``eval.*`` key on top."""
+    return resolve_budget(ep.preset, pgd_steps=ep.pgd_steps, pgd_restarts=ep.pgd_restarts,
+                          apgd_steps=ep.apgd_steps, apgd_restarts=ep.apgd_restarts,
+                          square_queries=ep.square_queries, pgd_alpha=ep.pgd_alpha)
 
 
+def attack_seed(seed: int, attack: str, eps: float, first_key: str) -> int:
+    """A seed keyed by what is attacked, not by list positions (63 bits of a SHA-256)."""
+    h = hashlib.sha256(f"{seed}|{attack}|{eps_label(eps)}|{first_key}".encode()).digest()
+    return int.from_bytes(h[:8], "big") >> 1
+
+
+# --------------------------------------------------------------------------------------------
+# the attacked sample
+# --------------------------------------------------------------------------------------------
 @dataclass
 class Sample:
-    """The attacked subset: whole test videos, capped at eval.max_samples faces."""
+    """Whole test videos, stratified by class and method: positions in the dataset and rows."""
 
-    index: np.ndarray          # dataset positions
-    frames: pd.DataFrame       # video_id, label rows aligned with index
-
-
-def choose_subset(ds: FaceDataset, max_samples: int, seed: int) -> Sample:
-    frames = ds.frames.reset_index(drop=True)
-    videos = frames["video_id"].drop_duplicates().to_numpy()
-    order = np.random.default_rng(seed).permutation(len(videos))
-    chosen: list[int] = []
-    by_video = frames.groupby("video_id", sort=False).indices
-    for i in order:
-        rows = list(by_video[videos[i]])
-        if chosen and len(chosen) + len(rows) > max_samples:
-            continue
-        chosen.extend(rows[:max_samples])
-        if len(chosen) >= max_samples:
-            break
-    idx = np.array(sorted(chosen), dtype=int)
-    return Sample(idx, frames.iloc[idx][["video_id", "label"]].reset_index(drop=True))
+    index: np.ndarray
+    frames: pd.DataFrame  # video_id, label, key (aligned with index)
+    strata: dict[str, int]
 
 
+def choose_sample(frames: pd.DataFrame, n_videos: Optional[int], seed: int) -> Sample:
+    """Pick ``n_videos`` whole videos, allocated to strata (label, method) in proportion to their
+    size (largest remainders; every stratum gets one when ``n_videos`` allows), seeded."""
+    frames = frames.reset_index(drop=True)
+    method = frames["method"] if "method" in frames.columns else pd.Series("", index=frames.index)
+    videos = (pd.DataFrame({"video_id": frames["video_id"], "label": frames["label"],
+                            "method": method.astype(str)})
+              .drop_duplicates("video_id").sort_values("video_id", kind="stable"))
+    videos["stratum"] = videos["label"].astype(str) + ":" + videos["method"]
+    total = len(videos)
+    if n_videos is None or n_videos >= total:
+        chosen = videos
+    else:
+        sizes = videos.groupby("stratum").size().sort_index()
+        quota = sizes / total * n_videos
+        alloc = np.floor(quota).astype(int)
+        if n_videos >= len(sizes):
+            alloc = alloc.clip(lower=1)
+        rest = n_videos - int(alloc.sum())
+        order = (quota - np.floor(quota)).sort_values(ascending=False, kind="stable").index
+        for s in order:
+            if rest <= 0:
+                break
+            if alloc[s] < sizes[s]:
+                alloc[s] += 1
+                rest -= 1
+        while alloc.sum() > n_videos:  # the clip to 1 overshot: take from the largest strata
+            alloc[alloc.idxmax()] -= 1
+        rng = np.random.default_rng(seed)
+        picks = []
+        for s, k in alloc.items():
+            ids = videos.loc[videos["stratum"] == s, "video_id"].to_numpy()
+            picks.extend(rng.permutation(ids)[:int(k)].tolist())
+        chosen = videos[videos["video_id"].isin(picks)]
+    keep = frames["video_id"].isin(set(chosen["video_id"]))
+    idx = np.flatnonzero(keep.to_numpy())
+    strata = chosen.groupby("stratum").size().to_dict()
+    return Sample(idx, frames.loc[keep, ["video_id", "label", "key"]].reset_index(drop=True),
+                  {str(k): int(v) for k, v in strata.items()})
+
+
+# --------------------------------------------------------------------------------------------
+# metrics with intervals
+# --------------------------------------------------------------------------------------------
+def level_metrics(frames: pd.DataFrame, logits: np.ndarray, how: str, n_boot: int = 0,
+                  seed: int = 0) -> dict[str, dict]:
+    """Frame- and video-level metrics for one set of logits (AUC ranked on logits; video score
+    aggregated from probabilities), with video-resampled 95 % intervals when ``n_boot`` > 0."""
+    probs = proba(logits)
+    df = frames[["video_id", "label"]].copy()
+    df["prob"] = probs
+    video = aggregate_videos(df, how=how)
+    y = df["label"].to_numpy()
+    frame = binary_metrics(y, probs, scores=logits)
+    vid = binary_metrics(video["label"].to_numpy(), video["prob"].to_numpy())
+    if n_boot:
+        ci = video_bootstrap(y, logits, probs > 0.5, df["video_id"].to_numpy(), n_boot=n_boot,
+                             seed=seed)
+        frame.update({k: ci[k] for k in ("auc_lo", "auc_hi", "bacc_lo", "bacc_hi")})
+        vy, vp = video["label"].to_numpy(), video["prob"].to_numpy()
+        ci = video_bootstrap(vy, vp, vp > 0.5, video["video_id"].to_numpy(), n_boot=n_boot,
+                             seed=seed)
+        vid.update({k: ci[k] for k in ("auc_lo", "auc_hi", "bacc_lo", "bacc_hi")})
+    return {"frame": frame, "video": vid}
+
+
+def worst_logits(labels: np.ndarray, candidates: list[np.ndarray]) -> np.ndarray:
+    """Per face, the most adverse logit among ``candidates``: the lowest for a fake, the highest
+    for a real face (AutoAttack's per-sample robust flags, kept as scores)."""
+    stack = np.stack(candidates)
+    return np.where(np.asarray(labels) == 1, stack.min(axis=0), stack.max(axis=0))
+
+
+# --------------------------------------------------------------------------------------------
+# attacking
+# --------------------------------------------------------------------------------------------
 def _batches(ds: FaceDataset, idx: np.ndarray, batch_size: int):
     for start in range(0, len(idx), batch_size):
         items = [ds[int(i)] for i in idx[start:start + batch_size]]
         x = torch.stack([it[0] for it in items])
         y = torch.stack([torch.as_tensor(it[1]) for it in items]).long()
-        yield x, y
+        yield start, x, y
 
 
-def attacked_probs(model: nn.Module, ds: FaceDataset, idx: np.ndarray, attack: str, eps: float,
-                   ep: EvalParams, seed: int, keep: int = 0
-                   ) -> tuple[np.ndarray, list[torch.Tensor]]:
-    """Fake probabilities of ``model`` on adversarial versions of ``ds[idx]``; the first ``keep``
-    adversarial images are returned too (for the gallery)."""
-    fn = get_attack(attack)
-    opts = attack_options(attack, ep, seed, eps)
-    wanted = set(gallery_positions(len(idx), keep).tolist())
-    probs, kept = [], []
-    for start, (x, y) in zip(range(0, len(idx), ep.batch_size), _batches(ds, idx, ep.batch_size)):
-        adv = fn(model, x, y, eps=eps, **opts)
+def attacked_logits(model: nn.Module, ds: FaceDataset, sample: Sample, attack: str, eps: float,
+                    budget: Budget, ep: EvalParams, keep: np.ndarray = np.zeros(0, dtype=int)
+                    ) -> tuple[np.ndarray, list[torch.Tensor]]:
+    """Logits of ``model`` on adversarial versions of the sample's faces; the adversarial images
+    at positions ``keep`` are returned too (for the gallery)."""
+    spec = get_attack(attack)
+    wanted = set(int(k) for k in keep)
+    out, kept = [], []
+    for start, x, y in _batches(ds, sample.index, ep.batch_size):
+        seed = attack_seed(ep.seed, attack, eps, str(sample.frames["key"].iloc[start]))
+        adv = spec.fn(model, x, y, eps=eps, **spec.options(budget, seed))
         with torch.no_grad():
-            probs.append(torch.sigmoid(model(adv).reshape(-1)).numpy())
-        kept.extend(adv[i - start] for i in range(start, start + len(x)) if i in wanted)
-    return np.concatenate(probs), kept
+            out.append(as_logit_array(model(adv)))
+        kept.extend(adv[i - start].detach() for i in range(start, start + len(x)) if i in wanted)
+    return np.concatenate(out), kept
 
 
 def gallery_positions(n: int, keep: int) -> np.ndarray:
-    """Positions in the attacked subset shown in the gallery: spread evenly, so several videos."""
+    """Positions in the attacked sample shown in the gallery: spread evenly, so several videos."""
     if keep <= 0 or n == 0:
         return np.zeros(0, dtype=int)
     return np.unique(np.linspace(0, n - 1, min(keep, n)).round().astype(int))
 
 
-def level_metrics(frames: pd.DataFrame, probs: np.ndarray, how: str) -> dict[str, dict]:
-    """Frame-level and video-level metrics for one set of probabilities."""
-    df = frames[["video_id", "label"]].copy()
-    df["prob"] = probs
-    video = aggregate_videos(df, how=how)
-    return {"frame": binary_metrics(df["label"].to_numpy(), probs),
-            "video": binary_metrics(video["label"].to_numpy(), video["prob"].to_numpy())}
-
-
-def sanity_flags(table: pd.DataFrame, clean_acc: float, n: int) -> dict[str, Any]:
-    """Flags for one model from its sweep table (columns attack, eps, acc).
-
-    Tolerance: one sample (1/n) for the monotonicity and FGSM-vs-PGD checks, since random starts
-    make single flips possible; none for eps 0, which must reproduce clean accuracy exactly.
-    """
-    tol = 1.0 / max(n, 1) + 1e-9
-    zero = table[table["eps"] == 0]
-    eps0_ok = bool(np.all(np.abs(zero["acc"].to_numpy() - clean_acc) < 1e-9))
-    non_monotone: list[str] = []
-    for attack, t in table.groupby("attack"):
-        acc = t.sort_values("eps")["acc"].to_numpy()
-        if np.any(np.diff(acc) > tol):
-            non_monotone.append(str(attack))
-    pgd_weaker: list[str] = []
-    if {"fgsm", "pgd"} <= set(table["attack"]):
-        m = table.pivot_table(index="eps", columns="attack", values="acc")
-        pgd_weaker = [eps_label(e) for e, r in m.iterrows() if r["pgd"] > r["fgsm"] + tol]
-    masking: list[str] = []
-    grads = [a for a in GRADIENT_ATTACKS if a in set(table["attack"])]
-    if "square" in set(table["attack"]) and grads:
-        m = table.pivot_table(index="eps", columns="attack", values="acc")
-        masking = [eps_label(e) for e, r in m.iterrows()
-                   if e > 0 and r["square"] < min(r[a] for a in grads) - tol]
-    return {
-        "eps0_equals_clean": eps0_ok,
-        "monotone_in_eps": not non_monotone,
-        "non_monotone_attacks": non_monotone,
-        "pgd_at_least_fgsm": not pgd_weaker,
-        "pgd_weaker_at_eps": pgd_weaker,
-        "gradient_masking_suspected": bool(masking),
-        "square_beats_gradient_at_eps": masking,
-        "ok": eps0_ok and not non_monotone and not pgd_weaker and not masking,
-    }
-
-
 def evaluate_model(name: str, model: nn.Module, ds: FaceDataset, ep: EvalParams,
-                   keep: int = 0) -> dict[str, Any]:
-    """Clean metrics, the eps sweep and sanity flags for one model on one test set."""
+                   reference_spread: Optional[float] = None, keep: int = 0) -> dict[str, Any]:
+    """Clean metrics, the eps sweep, per-face robust accuracy and sanity flags for one model."""
     model.eval()
     t0 = time.perf_counter()
-    clean_probs, labels = predict(model, make_loader(ds, ep.batch_size, shuffle=False), f"{name} clean")
+    budget = eval_budget(ep)
     frames = ds.frames.reset_index(drop=True)
-    clean = level_metrics(frames, clean_probs, ep.video_agg)
-    sub = choose_subset(ds, ep.max_samples, ep.seed)
-    sub_clean = clean_probs[sub.index]
-    sub_clean_metrics = level_metrics(sub.frames, sub_clean, ep.video_agg)
-    sub_labels = sub.frames["label"].to_numpy()
-    rows, detail, rocs, gallery = [], {}, {}, {}
-    rocs["clean"] = roc_points(labels, clean_probs)
-    jobs = [(a, e) for a in ep.attacks for e in ep.eps]
-    for attack, eps in tqdm(jobs, desc=f"{name} sweep", leave=False, disable=None):
-        seed = ep.seed + 1000 * ep.attacks.index(attack) + ep.eps.index(eps)
-        want = keep if (attack == "pgd" and eps == ep.roc_eps) else 0
-        probs, kept = attacked_probs(model, ds, sub.index, attack, eps, ep, seed, want)
-        if kept:
-            gallery["pgd"] = (kept, probs[gallery_positions(len(sub.index), want)])
-        m = level_metrics(sub.frames, probs, ep.video_agg)
-        asr = attack_success_rate(sub_labels, sub_clean, probs)
-        detail.setdefault(attack, {})[eps_label(eps)] = {**m, "attack_success_rate": asr}
-        rows.append({"model": name, "attack": attack, "eps": eps, "eps_label": eps_label(eps),
-                     "acc": m["frame"]["acc"], "bacc": m["frame"]["bacc"], "auc": m["frame"]["auc"],
-                     "video_acc": m["video"]["acc"], "video_auc": m["video"]["auc"], "asr": asr})
-        if attack == "pgd" and abs(eps - ep.roc_eps) < 1e-12:
-            rocs["pgd"] = roc_points(sub_labels, probs)
+    clean_logits, labels = logits_of(model, make_loader(ds, ep.batch_size, shuffle=False),
+                                     f"{name} clean")
+    test_clean = level_metrics(frames, clean_logits, ep.video_agg, ep.bootstrap, ep.seed)
+    sample = choose_sample(frames, ep.attack_videos, ep.seed)
+    sub_labels = sample.frames["label"].to_numpy()
+    sub_clean = clean_logits[sample.index]
+    sample_clean = level_metrics(sample.frames, sub_clean, ep.video_agg, ep.bootstrap, ep.seed)
+    spread = score_spread(clean_logits)
+    rows, detail, robust, rocs, gallery = [], {}, {}, {}, {}
+    rocs["clean"] = roc_points(sub_labels, proba(sub_clean))
+    show = gallery_positions(len(sample.index), keep)
+    for eps in tqdm(sorted(ep.eps), desc=f"{name} sweep", leave=False, disable=None):
+        lab = eps_label(eps)
+        headline = abs(eps - ep.headline_eps) < 1e-12
+        per_attack = [sub_clean]
+        for attack in ep.attacks:
+            want = show if (attack == "pgd" and headline) else np.zeros(0, dtype=int)
+            z, kept = attacked_logits(model, ds, sample, attack, eps, budget, ep, want)
+            if kept:
+                gallery["pgd"] = (kept, proba(z[show]))
+            per_attack.append(z)
+            m = level_metrics(sample.frames, z, ep.video_agg, ep.bootstrap if headline else 0,
+                              ep.seed)
+            asr = attack_success_rate(sub_labels, proba(sub_clean), proba(z))
+            detail.setdefault(attack, {})[lab] = {**m, "attack_success_rate": asr}
+            rows.append(_row(name, attack, eps, m, asr))
+            if attack == "pgd" and headline:
+                rocs["pgd"] = roc_points(sub_labels, proba(z))
+            log.debug("%s %s eps %s: acc %.4f", name, attack, lab, m["frame"]["acc"])
+        worst = worst_logits(sub_labels, per_attack)
+        m = level_metrics(sample.frames, worst, ep.video_agg, ep.bootstrap if headline else 0,
+                          ep.seed)
+        robust[lab] = m
+        rows.append(_row(name, ROBUST, eps, m, attack_success_rate(sub_labels, proba(sub_clean),
+                                                                   proba(worst))))
     table = pd.DataFrame(rows)
-    flags = sanity_flags(table, sub_clean_metrics["frame"]["acc"], len(sub.index)) if rows else {}
+    flags = sanity_flags(table, sample_clean["frame"]["acc"], len(sample.index), spread,
+                         reference_spread, attacks=list(ep.attacks))
     for k, v in flags.items():
-        if isinstance(v, bool) and k != "ok" and (v if k == "gradient_masking_suspected" else not v):
-            log.warning("evaluate: sanity flag %s fired for model %s (%s)", k, name,
-                        {kk: vv for kk, vv in flags.items() if isinstance(vv, list) and vv})
+        if isinstance(v, dict) and v.get("fired"):
+            log.warning("evaluate: sanity flag %s fired for model %s: %s", k, name, v["evidence"])
     log.info("evaluate %s: %d test faces / %d videos, clean frame AUC %.4f, video AUC %.4f; "
-             "%d attacked faces x %d runs; %.1fs", name, len(frames), frames["video_id"].nunique(),
-             clean["frame"]["auc"], clean["video"]["auc"], len(sub.index), len(jobs),
+             "sample of %d videos (%d faces) x %d attacks x %d eps; %.1fs", name, len(frames),
+             frames["video_id"].nunique(), test_clean["frame"]["auc"], test_clean["video"]["auc"],
+             sample.frames["video_id"].nunique(), len(sample.index), len(ep.attacks), len(ep.eps),
              time.perf_counter() - t0)
-    return {"clean": clean, "subset_clean": sub_clean_metrics, "attacks": detail, "sanity": flags,
-            "table": table, "rocs": rocs, "gallery": gallery, "subset": sub, "clean_probs_sub": sub_clean,
-            "n_frames": len(frames),
-            "n_videos": int(frames["video_id"].nunique()), "n_attacked": int(len(sub.index))}
+    return {"test_clean": test_clean, "sample_clean": sample_clean, "attacks": detail,
+            "robust": robust, "sanity": flags, "spread": spread, "table": table, "rocs": rocs,
+            "gallery": gallery, "sample": sample, "sample_clean_probs": proba(sub_clean),
+            "budget": as_dict(budget), "n_frames": len(frames),
+            "n_videos": int(frames["video_id"].nunique())}
 
 
+def _row(model: str, attack: str, eps: float, m: dict, asr: float) -> dict[str, Any]:
+    return {"model": model, "attack": attack, "eps": eps, "eps_label": eps_label(eps),
+            "acc": m["frame"]["acc"], "bacc": m["frame"]["bacc"], "auc": m["frame"]["auc"],
+            "video_acc": m["video"]["acc"], "video_bacc": m["video"]["bacc"],
+            "video_auc": m["video"]["auc"], "asr": asr}
+
+
+# --------------------------------------------------------------------------------------------
+# reports
+# --------------------------------------------------------------------------------------------
 def headline(res: dict[str, Any], ep: EvalParams) -> dict[str, Any]:
-    """Top-level numbers for one model: clean frame/video metrics and the worst case at max eps."""
-    out: dict[str, Any] = {}
-    for k in HEADLINE_KEYS:
-        out[k] = res["clean"]["frame"][k]
-        out[f"video_{k}"] = res["clean"]["video"][k]
-    table = res["table"]
-    if len(table):
-        top = table[table["eps"] == max(ep.eps)]
-        for attack, r in top.set_index("attack").iterrows():
-            out[f"{attack}_acc"] = r["acc"]
-            out[f"{attack}_bacc"] = r["bacc"]
-            out[f"{attack}_auc"] = r["auc"]
-        out["worst_acc"] = float(top["acc"].min())
-        out["sanity_ok"] = res["sanity"].get("ok", True)
+    """The numbers a paper's table shows for one model: clean AUC and balanced accuracy on the
+    whole test split (frame level, video AUC), and at ``eval.headline_eps`` the per-face robust
+    balanced accuracy and accuracy (worst case over every attack) and the PGD balanced accuracy,
+    with 95 % video-resampled intervals."""
+    c, v = res["test_clean"]["frame"], res["test_clean"]["video"]
+    out: dict[str, Any] = {"auc": c["auc"], "auc_lo": c["auc_lo"], "auc_hi": c["auc_hi"],
+                           "bacc": c["bacc"], "video_auc": v["auc"],
+                           "video_auc_lo": v["auc_lo"], "video_auc_hi": v["auc_hi"]}
+    lab = eps_label(ep.headline_eps)
+    rob = res["robust"].get(lab)
+    if rob is not None:
+        r = rob["frame"]
+        out.update({"robust_bacc": r["bacc"], "robust_bacc_lo": r["bacc_lo"],
+                    "robust_bacc_hi": r["bacc_hi"], "robust_acc": r["acc"]})
     return out
 
 
@@ -248,117 +298,79 @@ def _wide(tables: pd.DataFrame, value: str) -> pd.DataFrame:
     return w
 
 
-def save_gallery(path: Path, ds: FaceDataset, results: dict[str, dict], ep: EvalParams) -> None:
-    """A PNG grid: test face, PGD example per model with its prediction, amplified perturbation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [n for n in results if results[n]["gallery"].get("pgd")]
-    first = results[names[0]] if names else None
-    with atomic_path(path) as tmp:
-        if first is None or ep.gallery == 0:
-            fig = plt.figure(figsize=(3, 1))
-            fig.text(0.5, 0.5, "gallery disabled (eval.gallery: 0 or no pgd at eval.roc_eps)",
-                     ha="center", va="center", fontsize=6)
-        else:
-            pos = gallery_positions(len(first["subset"].index), ep.gallery)
-            idx = first["subset"].index[pos]
-            cols = 1 + 2 * len(names)
-            fig, axes = plt.subplots(len(idx), cols, figsize=(2 * cols, 2.1 * len(idx)), squeeze=False)
-            for r, i in enumerate(idx):
-                x, y, _ = ds[int(i)]
-                lab = "fake" if int(y) == 1 else "real"
-                axes[r][0].imshow(x.permute(1, 2, 0).numpy())
-                axes[r][0].set_title(f"test face ({lab})", fontsize=7)
-                for j, n in enumerate(names):
-                    adv, probs = results[n]["gallery"]["pgd"]
-                    p_clean = float(results[n]["clean_probs_sub"][pos[r]])
-                    a = adv[r].detach()
-                    axes[r][1 + 2 * j].imshow(a.permute(1, 2, 0).numpy())
-                    axes[r][1 + 2 * j].set_title(
-                        f"{n}: p(fake) {p_clean:.2f}->{float(probs[r]):.2f}", fontsize=7)
-                    delta = (a - x) / (2 * max(ep.roc_eps, 1e-12)) + 0.5
-                    axes[r][2 + 2 * j].imshow(delta.clamp(0, 1).permute(1, 2, 0).numpy())
-                    axes[r][2 + 2 * j].set_title(f"{n}: perturbation x{0.5 / max(ep.roc_eps, 1e-12):.0f}",
-                                                 fontsize=7)
-            for ax in np.ravel(axes):
-                ax.axis("off")
-            fig.suptitle(f"PGD-{ep.pgd_steps} at eps {eps_label(ep.roc_eps)}", fontsize=9)
-            fig.tight_layout()
-        fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None})
-        plt.close(fig)
+def _detail(r: dict[str, Any]) -> dict[str, Any]:
+    return {"test_clean": r["test_clean"], "sample_clean": r["sample_clean"],
+            "attacks": r["attacks"], "robust": r["robust"], "sanity": r["sanity"],
+            "spread": r["spread"], "n_test_faces": r["n_frames"], "n_test_videos": r["n_videos"],
+            "sample": {"videos": int(r["sample"].frames["video_id"].nunique()),
+                       "faces": int(len(r["sample"].index)), "strata": r["sample"].strata}}
 
 
-def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path], out_metrics: Path,
-                 plots_dir: Path, cross: Optional[DataPaths] = None) -> dict[str, Any]:
+def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path], out_headline: Path,
+                 out_detail: Path, plots_dir: Path, cross: Optional[DataPaths] = None
+                 ) -> dict[str, Any]:
     """The evaluate stage (see the module docstring)."""
     ep = params.eval
+    check_attack_names(list(ep.attacks))
     torch.manual_seed(ep.seed)
     torch.set_num_threads(params.train.threads)
     t0 = time.perf_counter()
     ds = FaceDataset(paths.store, paths.faces_csv, paths.splits_csv, "test")
     if len(ds) == 0:
-        raise ValueError(f"{paths.splits_csv}: the test split holds no faces")
+        raise EvaluationError(f"{paths.splits_csv}: the test split holds no faces; add data or "
+                              "change split.*")
+    if len(np.unique(ds.labels)) < 2:
+        raise EvaluationError(f"{paths.splits_csv}: the test split holds only one class; AUC and "
+                              "balanced accuracy need real and fake test videos")
     results: dict[str, dict] = {}
+    ref_spread: Optional[float] = None
     for name, path in checkpoints.items():
         model, _ = load_checkpoint(path)
         for p in model.parameters():
             p.requires_grad_(False)
-        results[name] = evaluate_model(name, model, ds, ep, keep=ep.gallery)
+        results[name] = evaluate_model(name, model, ds, ep, ref_spread, keep=ep.gallery)
+        ref_spread = ref_spread if ref_spread is not None else results[name]["spread"]["logit_std"]
 
     cross_out: dict[str, Any] = {}
     if cross is not None:
         cds = FaceDataset(cross.store, cross.faces_csv, cross.splits_csv, "test")
+        if len(cds) == 0 or len(np.unique(cds.labels)) < 2:
+            raise EvaluationError(f"eval.cross: {cross.splits_csv}: its test split needs real and "
+                                  "fake faces")
         for name, path in checkpoints.items():
             model, _ = load_checkpoint(path)
+            for p in model.parameters():
+                p.requires_grad_(False)
             r = evaluate_model(f"{name}@cross", model, cds, ep)
-            cross_out[name] = {"headline": headline(r, ep), "clean": r["clean"],
-                               "attacks": r["attacks"], "sanity": r["sanity"]}
+            cross_out[name] = {"headline": headline(r, ep), **_detail(r)}
 
-    report: dict[str, Any] = {name: headline(r, ep) for name, r in results.items()}
-    report["max_eps"] = eps_label(max(ep.eps))
-    report["sanity_ok"] = all(r["sanity"].get("ok", True) for r in results.values())
-    report["test_faces"] = results[next(iter(results))]["n_frames"]
-    report["test_videos"] = results[next(iter(results))]["n_videos"]
-    report["attacked_faces"] = results[next(iter(results))]["n_attacked"]
-    report["detail"] = {name: {"clean": r["clean"], "attacked_subset_clean": r["subset_clean"],
-                               "attacks": r["attacks"], "sanity": r["sanity"]}
-                        for name, r in results.items()}
-    report["params"] = {k: v for k, v in as_dict(ep).items() if k not in ("cross",)}
+    first = results[next(iter(results))]
+    head: dict[str, Any] = {name: headline(r, ep) for name, r in results.items()}
+    head["eps"] = eps_label(ep.headline_eps)
+    head["sanity_ok"] = all(r["sanity"]["ok"] for r in results.values())
     if cross_out:
-        report["cross"] = {n: c["headline"] for n, c in cross_out.items()}
-        report["detail"]["cross"] = cross_out
-    write_json(out_metrics, _clean_json(report))
+        head["cross"] = {n: c["headline"] for n, c in cross_out.items()}
+    detail: dict[str, Any] = {
+        "models": {name: _detail(r) for name, r in results.items()},
+        "test_faces": first["n_frames"], "test_videos": first["n_videos"],
+        "params": {k: v for k, v in as_dict(ep).items() if k != "cross"},
+        "budget": first["budget"],
+    }
+    if cross_out:
+        detail["cross"] = cross_out
+    write_json(out_detail, detail)
+    write_json(out_headline, head, digits=4)
 
     plots_dir = Path(plots_dir)
     tables = pd.concat([r["table"] for r in results.values()], ignore_index=True)
-    if len(tables):
-        write_csv(plots_dir / "robust_acc.csv", _wide(tables, "acc"))
-        write_csv(plots_dir / "robust_auc.csv", _wide(tables, "auc"))
-        write_csv(plots_dir / "sweep.csv", tables)
+    write_csv(plots_dir / "robust_acc.csv", _wide(tables, "acc"))
+    write_csv(plots_dir / "robust_bacc.csv", _wide(tables, "bacc"))
+    write_csv(plots_dir / "sweep.csv", tables)
     for name, r in results.items():
         for kind, roc in r["rocs"].items():
             write_csv(plots_dir / "roc" / f"{name}_{kind}.csv", roc)
-    save_gallery(plots_dir / "gallery.png", ds, results, ep)
+    save_gallery(plots_dir / "gallery.png", ds, results, ep, gallery_positions, eps_label)
     log.info("evaluate: %d models, %d attacks x %d eps; sanity %s; %.1fs", len(results),
-             len(ep.attacks), len(ep.eps), "ok" if report["sanity_ok"] else "FLAGGED",
+             len(ep.attacks), len(ep.eps), "ok" if head["sanity_ok"] else "FLAGGED",
              time.perf_counter() - t0)
-    return report
-
-
-def _clean_json(obj: Any) -> Any:
-    """Round floats to 6 digits and turn nan into null, recursively (stable, diff-friendly JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _clean_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean_json(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return None if not math.isfinite(v) else round(v, 6)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    return obj
+    return head

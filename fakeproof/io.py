@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
 
 
@@ -39,10 +41,28 @@ def atomic_path(dest: str | Path, is_dir: bool = False) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_json(dest: str | Path, obj: Any) -> None:
-    """Write JSON (sorted keys, stable floats) atomically."""
+def write_json(dest: str | Path, obj: Any, digits: int = 6) -> None:
+    """Write JSON atomically: sorted keys, floats rounded to ``digits``, nan/inf as null (stable,
+    diff-friendly output for ``dvc metrics diff``)."""
     with atomic_path(dest) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+        tmp.write_text(json.dumps(tidy(obj, digits), indent=2, sort_keys=True, default=_jsonable)
+                       + "\n")
+
+
+def tidy(obj: Any, digits: int = 6) -> Any:
+    """Round floats and turn non-finite ones into None, recursively; numpy scalars to Python."""
+    if isinstance(obj, dict):
+        return {str(k): tidy(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [tidy(v, digits) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return round(v, digits) if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
 
 
 def write_csv(dest: str | Path, df: pd.DataFrame) -> None:

@@ -43,6 +43,13 @@ def _as_arrays(labels: Any, probs: Any, what: str = "probs") -> tuple[np.ndarray
     return y.astype(np.int64), p
 
 
+def _as_scores(scores: Any, n: int) -> np.ndarray:
+    r = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if r.size != n or not np.isfinite(r).all():
+        raise ValueError(f"scores: expected {n} finite values (one per label), got {r.size}")
+    return r
+
+
 def _check_threshold(threshold: Any) -> float:
     try:
         value = float(threshold)
@@ -68,6 +75,10 @@ def equal_error_rate(labels: Any, probs: Any) -> float:
     y, p = _as_arrays(labels, probs)
     if y.min() == y.max():
         return math.nan
+    return _eer(y, p)
+
+
+def _eer(y: np.ndarray, p: np.ndarray) -> float:
     fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
     fnr = 1.0 - tpr
     d = fnr - fpr  # 1 at the first point (fpr 0, tpr 0), -1 at the last (fpr 1, tpr 1)
@@ -78,13 +89,16 @@ def equal_error_rate(labels: Any, probs: Any) -> float:
     return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
 
 
-def binary_metrics(labels: Any, probs: Any, threshold: float = 0.5) -> dict[str, float]:
+def binary_metrics(labels: Any, probs: Any, threshold: float = 0.5,
+                   scores: Any = None) -> dict[str, float]:
     """Threshold-free (AUC, AP, EER) and thresholded (acc, bacc, precision, recall, F1) metrics.
 
     Args:
         labels: 0 = real, 1 = fake.
         probs: P(fake) per sample, in [0, 1].
         threshold: a sample is predicted fake when ``prob > threshold``.
+        scores: what AUC, AP and EER rank (default ``probs``). Pass the logits: a sigmoid in
+            float32 ties every logit above about 17 at 1.0 (float64: above about 37).
 
     Returns:
         ``{auc, ap, eer, acc, bacc, precision, recall, f1, n, n_fake, n_real}`` as floats; see the
@@ -92,6 +106,7 @@ def binary_metrics(labels: Any, probs: Any, threshold: float = 0.5) -> dict[str,
     """
     y, p = _as_arrays(labels, probs)
     threshold = _check_threshold(threshold)
+    r = p if scores is None else _as_scores(scores, y.size)
     pred = p > threshold
     fake = y == 1
     tp = float(np.sum(pred & fake))
@@ -102,9 +117,9 @@ def binary_metrics(labels: Any, probs: Any, threshold: float = 0.5) -> dict[str,
     both = n_fake > 0 and n_real > 0
     recalls = [r for r in (_ratio(tp, n_fake), _ratio(tn, n_real)) if not math.isnan(r)]
     return {
-        "auc": float(roc_auc_score(y, p)) if both else math.nan,
-        "ap": float(average_precision_score(y, p)) if both else math.nan,
-        "eer": equal_error_rate(y, p) if both else math.nan,
+        "auc": float(roc_auc_score(y, r)) if both else math.nan,
+        "ap": float(average_precision_score(y, r)) if both else math.nan,
+        "eer": _eer(y, r) if both else math.nan,
         "acc": (tp + tn) / y.size,
         "bacc": float(np.mean(recalls)),
         "precision": _ratio(tp, tp + fp),
@@ -217,3 +232,34 @@ def roc_points(labels: Any, probs: Any) -> pd.DataFrame:
     thr = np.where(np.isfinite(thr), thr, 1.0)
     return pd.DataFrame({"fpr": fpr.astype(np.float64), "tpr": tpr.astype(np.float64),
                          "threshold": thr.astype(np.float64)})
+
+
+def best_threshold(labels: Any, probs: Any) -> float:
+    """The threshold on P(fake) that maximises balanced accuracy (``prob > threshold`` is fake).
+
+    Candidates are the midpoints between consecutive distinct probabilities (and 0.5); ties go to
+    the candidate nearest 0.5, so a separable val set keeps the natural boundary when it can.
+    """
+    y, p = _as_arrays(labels, probs)
+    if y.min() == y.max():
+        return 0.5
+    u = np.unique(p)
+    cands = np.unique(np.r_[0.5, (u[1:] + u[:-1]) / 2, max(u[0] - 1e-12, 0.0)])
+    pred = p[None, :] > cands[:, None]
+    fake = (y == 1)[None, :]
+    tpr = (pred & fake).sum(axis=1) / fake.sum()
+    tnr = (~pred & ~fake).sum(axis=1) / (~fake).sum()
+    bacc = (tpr + tnr) / 2
+    best = np.flatnonzero(bacc >= bacc.max() - 1e-12)
+    return float(cands[best[np.argmin(np.abs(cands[best] - 0.5))]])
+
+
+def score_spread(logits: Any, threshold: float = 0.5, hair: float = 0.02) -> dict[str, float]:
+    """How far a model's scores spread: the standard deviation of its logits and the share of
+    P(fake) within ``hair`` of the threshold. A collapsed model (near-constant output) has a tiny
+    logit spread and nearly every score at the threshold: attacks cannot move it far, which looks
+    like robustness but is not."""
+    z = np.asarray(logits, dtype=np.float64).reshape(-1)
+    p = 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+    return {"logit_std": float(z.std()) if z.size else math.nan,
+            "near_threshold_share": float(np.mean(np.abs(p - threshold) < hair)) if z.size else math.nan}

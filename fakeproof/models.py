@@ -17,6 +17,7 @@ or a path to a local state-dict file.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -26,6 +27,7 @@ import torchvision
 from torch import nn
 from fakeproof.errors import FakeproofError
 
+_log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -89,7 +91,13 @@ class Detector(nn.Module):
         self.name = cfg.name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.normalize(x)).reshape(-1, 1)
+        out = self.backbone(self.normalize(x))
+        if out.ndim == 1:
+            out = out.unsqueeze(1)
+        if out.ndim != 2 or out.shape[1] != 1 or out.shape[0] != x.shape[0]:
+            raise ModelError(f"model {self.name}: backbone returned shape {tuple(out.shape)} for "
+                             f"{x.shape[0]} images; a detector must return one fake logit (N, 1)")
+        return out
 
 
 def _head(in_features: int) -> nn.Module:
@@ -141,7 +149,11 @@ def _replace_head(net: nn.Module) -> nn.Module:
         if isinstance(head, nn.Sequential) and isinstance(head[-1], nn.Linear):
             head[-1] = nn.Linear(head[-1].in_features, 1)
             return net
-    return net
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    if linears and linears[-1].out_features == 1:  # the builder already ends in one logit
+        return net
+    raise ModelError(f"{type(net).__name__}: no classifier/fc Linear head found to replace with a "
+                     "one-logit head; register a builder that ends in nn.Linear(features, 1)")
 
 
 def _load_pretrained(net: nn.Module, cfg: ModelConfig, pretrained: str) -> None:
@@ -168,11 +180,27 @@ def _load_pretrained(net: nn.Module, cfg: ModelConfig, pretrained: str) -> None:
         except Exception as e:
             raise ModelError(f"{path}: not a loadable state dict ({type(e).__name__})") from None
         state = state.get("state_dict", state) if isinstance(state, dict) else state
+    report = load_matching(net, state, f"model.pretrained = {pretrained!r}")
+    _log.info("pretrained %s into %s: %d tensors matched, %d missing, %d unexpected or mis-shaped",
+              pretrained, cfg.name, len(report["matched"]), len(report["missing"]),
+              len(report["unexpected"]))
+
+
+def load_matching(net: nn.Module, state: dict, what: str, min_share: float = 0.9) -> dict:
+    """Load the tensors of ``state`` whose name and shape match ``net``'s, and report the rest.
+
+    A classifier head that does not match is expected (it is replaced afterwards); anything
+    below ``min_share`` of the net's tensors matched is refused with the first missing keys named.
+    """
     own = net.state_dict()
-    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not keep:
-        raise ModelError(f"model.pretrained = {pretrained!r}: no tensor matches {cfg.name}")
-    net.load_state_dict(keep, strict=False)
+    matched = [k for k, v in state.items() if k in own and own[k].shape == v.shape]
+    missing = [k for k in own if k not in matched]
+    unexpected = [k for k in state if k not in matched]
+    if len(matched) < min_share * len(own):
+        raise ModelError(f"{what}: only {len(matched)} of {len(own)} tensors match {type(net).__name__}"
+                         f"; missing e.g. {', '.join(missing[:3])}; give weights of this architecture")
+    net.load_state_dict({k: state[k] for k in matched}, strict=False)
+    return {"matched": matched, "missing": missing, "unexpected": unexpected}
 
 
 def create_model(name: str, pretrained: Optional[str] = None) -> Detector:

@@ -16,14 +16,11 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from _params import default_params_raw
 from fakeproof.config import Params, params_from_dict
 from fakeproof.store import FaceStoreWriter, face_key
-from fakeproof.train import DataPaths
-
-PROJECT = Path(__file__).resolve().parents[1]
-
+from fakeproof.data import DataPaths
 
 def face_image(rng: np.random.Generator, size: int, label: int, shift: float) -> np.ndarray:
     """One crop: uniform noise, red channel raised by ``shift`` for fakes (label 1)."""
@@ -75,14 +72,9 @@ def build_store(root: Path, videos: dict[str, int], frames: int = 4, size: int =
     return DataPaths(root / "faces.lmdb", root / "faces.csv", root / "splits.csv")
 
 
-def project_params_raw() -> dict:
-    """The project's params.yaml as a plain mapping."""
-    return yaml.safe_load((PROJECT / "params.yaml").read_text())
-
-
 def tiny_params(train: Optional[dict] = None, adv: Optional[dict] = None) -> Params:
-    """The project's params with tiny, fast, single-threaded training values."""
-    p = params_from_dict(project_params_raw())
+    """The code-default params with tiny, fast, single-threaded training values."""
+    p = params_from_dict(default_params_raw(), "test params")
     tp = dict(epochs=3, batch_size=16, lr=0.01, patience=5, threads=1, num_workers=0, seed=0,
               augment=True)
     tp.update(train or {})

@@ -233,7 +233,7 @@ def test_tiny_logits_do_not_blind_the_attacks(toy, name: str) -> None:
 # properties every attack has
 # --------------------------------------------------------------------------------------------
 def _run(name: str, model, x, y, eps: float, **kw) -> torch.Tensor:
-    return get_attack(name)(model, x, y, eps=eps, **{**CHEAP[name], **kw})
+    return get_attack(name).fn(model, x, y, eps=eps, **{**CHEAP[name], **kw})
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -385,7 +385,7 @@ def test_fgsm_is_batch_independent(toy) -> None:
 # --------------------------------------------------------------------------------------------
 def test_registry() -> None:
     assert set(ATTACKS) == {"fgsm", "pgd", "apgd", "square"}
-    assert get_attack("pgd") is pgd
+    assert get_attack("pgd").fn is pgd
     with pytest.raises(AttackError, match="not registered; use one of apgd, fgsm, pgd, square"):
         get_attack("cw")
 

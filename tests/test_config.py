@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 
 import pytest
+from pathlib import Path
 import yaml
 
+from _params import default_params_raw
 from fakeproof.config import ParamsError, load_params, params_from_dict, parse_fraction
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def raw() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
+    return default_params_raw()
 
 
 def with_value(raw: dict, dotted: str, value) -> dict:
@@ -29,12 +28,11 @@ def with_value(raw: dict, dotted: str, value) -> dict:
     return out
 
 
-def test_project_params_load() -> None:
-    p = load_params(ROOT / "params.yaml")
-    assert p.data.source == "demo"
-    assert math.isclose(p.adv.eps, 4 / 255)
-    assert math.isclose(p.adv.alpha, 1 / 255)
-    assert p.eval.eps[0] == 0.0 and math.isclose(p.eval.eps[-1], 4 / 255)
+def test_code_defaults_round_trip_through_yaml(raw) -> None:
+    """The defaults every test builds on: dumped to YAML and loaded back, the same Params."""
+    p = params_from_dict(raw)
+    assert params_from_dict(yaml.safe_load(yaml.safe_dump(raw, sort_keys=False))) == p
+    assert p.data.source == "demo" and p.eval.eps[0] == 0.0
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -47,7 +45,9 @@ def test_fraction_strings_and_floats(value, expected) -> None:
 
 def test_dvc_written_fraction_round_trip(raw, tmp_path) -> None:
     # `dvc exp run -S adv.eps=4/255` writes the value unquoted; YAML reads it as a string.
-    text = (ROOT / "params.yaml").read_text().replace("\n  eps: 4/255", "\n  eps: 2/255", 1)
+    text = yaml.safe_dump(with_value(raw, "adv.eps", "4/255"), sort_keys=False)
+    assert text.count("\n  eps: 4/255\n") == 1
+    text = text.replace("\n  eps: 4/255\n", "\n  eps: 2/255\n")
     assert yaml.safe_load(text)["adv"]["eps"] == "2/255"
     f = tmp_path / "params.yaml"
     f.write_text(text)
@@ -65,7 +65,6 @@ def test_dvc_written_fraction_round_trip(raw, tmp_path) -> None:
     ("adv.alpha", "1/0", "division by zero"),
     ("eval.eps", ["0", "x/255"], "not a number"),
     ("eval.eps", "4/255", "not a list"),
-    ("eval.attacks", ["pgd", "cw"], "not allowed"),
     ("train.epochs", 0, "out of range"),
     ("train.epochs", 2.5, "not an integer"),
     ("train.augment", "yes", "true or false"),
@@ -99,8 +98,20 @@ def test_unknown_key_and_section(raw) -> None:
 
 def test_defaults_fill_missing_keys(raw) -> None:
     bad = copy.deepcopy(raw)
-    del bad["eval"]["square_queries"]
-    assert params_from_dict(bad).eval.square_queries == 300
+    del bad["train"]["epochs"]
+    assert params_from_dict(bad).train.epochs == 10  # the documented default (config.py)
+
+
+def test_eval_preset_budgets_and_explicit_overrides(raw) -> None:
+    from fakeproof.evaluate import eval_budget
+
+    quick = eval_budget(params_from_dict(raw).eval)
+    assert (quick.apgd_steps, quick.square_queries) == (10, 100)
+    std = eval_budget(params_from_dict(with_value(raw, "eval.preset", "standard")).eval)
+    assert (std.apgd_steps, std.square_queries, std.pgd_steps) == (100, 5000, 50)
+    assert std.apgd_restarts > 1 and std.pgd_restarts > 1
+    over = with_value(with_value(raw, "eval.preset", "standard"), "eval.square_queries", 77)
+    assert eval_budget(params_from_dict(over).eval).square_queries == 77
 
 
 def test_split_ratios_must_sum_to_one(raw) -> None:
@@ -115,3 +126,36 @@ def test_file_errors(tmp_path) -> None:
     f.write_text("adv: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML at line"):
         load_params(f)
+
+
+def test_unknown_attack_names_are_refused_naming_the_key() -> None:
+    """Registry names are checked against the registry itself (not a copy of its names), by the
+    stage that uses them: config stays free of the attack code, so editing an attack re-runs
+    only the stages that run attacks."""
+    from fakeproof.attacks import AttackError, check_attack_names
+
+    with pytest.raises(AttackError, match=r"eval.attacks\[1\] = 'cw': unknown attack; use one of"):
+        check_attack_names(["pgd", "cw"])
+    check_attack_names(["fgsm", "pgd", "apgd", "square"])
+
+
+def test_params_yaml_equals_the_code_defaults_key_by_key() -> None:
+    """One home for defaults: the dataclasses in fakeproof/config.py. The shipped params.yaml
+    lists every key (so `dvc params diff` shows every value) with exactly the default value."""
+    import yaml
+
+    from fakeproof.config import as_dict, default_params, params_from_dict
+
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+
+    def keys(d, prefix=""):
+        out = set()
+        for k, v in d.items():
+            out.add(prefix + k)
+            if isinstance(v, dict):
+                out |= keys(v, prefix + k + ".")
+        return out
+
+    defaults = default_params()
+    assert keys(shipped) == keys(defaults)
+    assert as_dict(params_from_dict(shipped)) == as_dict(params_from_dict(defaults))

@@ -1,4 +1,5 @@
-"""The evaluate stage's logic: eps labels, the attacked subset, sanity flags, the whole sweep.
+"""The evaluate stage's logic: eps labels, the stratified attacked sample, per-face robust
+accuracy, sanity flags, intervals, the whole sweep.
 
 The models here are hand-built so the expected outcome is known: a linear "redness" detector
 (differentiable: gradient attacks flip every sample whose margin is below eps) and the same
@@ -19,7 +20,8 @@ from torch import nn
 
 from fakeproof.config import EvalParams
 from fakeproof.data import FaceDataset
-from fakeproof.evaluate import (choose_subset, eps_label, evaluate_model, sanity_flags)
+from fakeproof.evaluate import choose_sample, eps_label, evaluate_model, worst_logits
+from fakeproof.sanity import sanity_flags
 from fakeproof.store import FaceStoreWriter, face_key
 
 SIZE = 16
@@ -71,8 +73,8 @@ def dataset(tmp_path_factory) -> FaceDataset:
 
 def params(**kw) -> EvalParams:
     base = dict(eps=[0.0, 4 / 255, 8 / 255, 16 / 255], attacks=["fgsm", "pgd", "square"],
-                pgd_steps=5, pgd_alpha=None, square_queries=60, max_samples=36, batch_size=16,
-                gallery=0, roc_eps=8 / 255)
+                pgd_steps=5, pgd_alpha=None, square_queries=60, batch_size=16, bootstrap=50,
+                gallery=0, headline_eps=8 / 255)
     base.update(kw)
     return EvalParams(**base)
 
@@ -84,18 +86,73 @@ def test_eps_label() -> None:
     assert eps_label(0.123456789) == "0.1235"
 
 
-def test_subset_takes_whole_videos_and_respects_the_cap(dataset) -> None:
-    sub = choose_subset(dataset, 10, seed=0)
-    assert len(sub.index) <= 10
-    counts = sub.frames.groupby("video_id").size()
-    assert (counts == 3).all()  # whole videos only
-    again = choose_subset(dataset, 10, seed=0)
-    assert np.array_equal(sub.index, again.index)
+def _table(counts: dict[tuple[int, str], int], frames: int = 2) -> pd.DataFrame:
+    rows = []
+    for (label, method), n in counts.items():
+        for v in range(n):
+            for f in range(frames):
+                vid = f"{method}{v:02d}"
+                rows.append({"video_id": vid, "label": label, "method": method,
+                             "key": f"{vid}/{f}"})
+    return pd.DataFrame(rows)
+
+
+def test_sample_is_stratified_by_class_and_method_and_takes_whole_videos() -> None:
+    # 12 real videos, 3 methods x 8 fakes: a 1:2 real:fake table, as FF++ is 1:4
+    frames = _table({(0, "real"): 12, (1, "Deepfakes"): 8, (1, "FaceSwap"): 8,
+                     (1, "NeuralTextures"): 8})
+    s = choose_sample(frames, 9, seed=0)
+    assert s.strata == {"0:real": 3, "1:Deepfakes": 2, "1:FaceSwap": 2, "1:NeuralTextures": 2}
+    assert (s.frames.groupby("video_id").size() == 2).all()  # whole videos only
+    assert np.array_equal(s.index, choose_sample(frames, 9, seed=0).index)  # seeded
+    # small sizes still hold both classes and every method
+    s4 = choose_sample(frames, 4, seed=1)
+    assert sorted(s4.strata) == ["0:real", "1:Deepfakes", "1:FaceSwap", "1:NeuralTextures"]
+    assert choose_sample(frames, None, seed=0).frames["video_id"].nunique() == 36
+
+
+def test_robust_accuracy_is_per_face_not_per_attack(dataset, monkeypatch) -> None:
+    """Two planted attacks each fool a different half of the faces: each alone leaves accuracy
+    0.5, together no face survives, and robust accuracy must say 0."""
+    import fakeproof.attacks as attacks
+    from fakeproof.attacks import AttackSpec
+
+    n = len(dataset)
+
+    def planted(half: int):
+        def fn(model, x, y, *, eps, **_):
+            if eps == 0:
+                return x
+            keys = torch.arange(len(x))
+            out = x.clone()
+            # a fake becomes "real" (red to 0.5 - 0.1) on one parity of its row, a real becomes
+            # "fake" likewise: what flips depends on the row, so the halves do not overlap
+            flip = (keys % 2) == half
+            out[flip, 0] = torch.where(y[flip].bool()[:, None, None], 0.4, 0.6)
+            return out
+        return fn
+
+    monkeypatch.setitem(attacks.ATTACKS, "half_a", AttackSpec("half_a", planted(0), False, "planted"))
+    monkeypatch.setitem(attacks.ATTACKS, "half_b", AttackSpec("half_b", planted(1), False, "planted"))
+    res = evaluate_model("linear", Redness().eval(), dataset,
+                         params(attacks=["half_a", "half_b"], batch_size=len(dataset)))
+    t = res["table"].set_index(["attack", "eps"])
+    assert t.loc[("half_a", 8 / 255), "acc"] == pytest.approx(0.5, abs=1 / n)
+    assert t.loc[("half_b", 8 / 255), "acc"] == pytest.approx(0.5, abs=1 / n)
+    assert t.loc[("robust", 8 / 255), "acc"] == 0.0
+    assert t.loc[("robust", 0.0), "acc"] == 1.0
+
+
+def test_worst_logits_takes_the_most_adverse_per_face() -> None:
+    labels = np.array([1, 1, 0, 0])
+    a, b = np.array([3.0, -1.0, -2.0, 4.0]), np.array([-2.0, 2.0, 1.0, -3.0])
+    assert worst_logits(labels, [a, b]).tolist() == [-2.0, -1.0, 1.0, 4.0]
 
 
 def test_sweep_on_a_normal_model_is_sane_and_exact(dataset) -> None:
     res = evaluate_model("linear", Redness().eval(), dataset, params())
-    assert res["clean"]["frame"]["acc"] == 1.0 and res["clean"]["frame"]["auc"] == 1.0
+    c = res["test_clean"]["frame"]
+    assert c["acc"] == 1.0 and c["auc"] == 1.0 and c["auc_lo"] == 1.0
     table = res["table"].set_index(["attack", "eps"])
     # The linear model flips exactly the samples whose margin is below eps (FGSM is optimal).
     red = np.array([dataset[i][0][0].mean().item() for i in range(len(dataset))])
@@ -104,11 +161,15 @@ def test_sweep_on_a_normal_model_is_sane_and_exact(dataset) -> None:
         expected = float(np.mean(margins > eps))
         assert table.loc[("fgsm", eps / 255), "acc"] == pytest.approx(expected, abs=1 / 36)
         assert table.loc[("pgd", eps / 255), "acc"] <= table.loc[("fgsm", eps / 255), "acc"] + 1e-9
+        assert table.loc[("robust", eps / 255), "acc"] <= table.loc[("pgd", eps / 255), "acc"]
     flags = res["sanity"]
-    assert flags["eps0_equals_clean"] and flags["monotone_in_eps"] and flags["pgd_at_least_fgsm"]
-    assert flags["gradient_masking_suspected"] is False and flags["ok"] is True
+    for name in ("eps0_differs_from_clean", "rises_with_eps", "pgd_weaker_than_fgsm",
+                 "gradient_masking", "above_chance_at_large_eps", "collapsed"):
+        assert flags[name]["fired"] is False, name
+    assert flags["ok"] is True
     asr = res["attacks"]["fgsm"]["16/255"]["attack_success_rate"]
     assert asr == pytest.approx(1 - table.loc[("fgsm", 16 / 255), "acc"], abs=1e-9)
+    assert res["spread"]["logit_std"] > 1.0
 
 
 def test_gradient_masking_is_flagged(dataset, caplog) -> None:
@@ -119,68 +180,99 @@ def test_gradient_masking_is_flagged(dataset, caplog) -> None:
     # Gradient attacks are blind (zero gradient); Square is not.
     assert table.loc[("fgsm", 16 / 255), "acc"] == 1.0
     assert table.loc[("square", 16 / 255), "acc"] < 0.8
-    assert res["sanity"]["gradient_masking_suspected"] is True
-    assert "16/255" in res["sanity"]["square_beats_gradient_at_eps"]
+    assert res["sanity"]["gradient_masking"]["fired"] is True
+    assert "16/255" in res["sanity"]["gradient_masking"]["evidence"]
     assert res["sanity"]["ok"] is False
-    assert "gradient_masking_suspected" in caplog.text
+    assert "gradient_masking" in caplog.text
+
+
+def test_a_collapsed_model_is_flagged(dataset) -> None:
+    flat = Redness(k=0.05).eval()  # every P(fake) within 0.01 of 0.5
+    res = evaluate_model("flat", flat, dataset, params(attacks=["fgsm"]), reference_spread=5.0)
+    assert res["sanity"]["collapsed"]["fired"] is True
+    assert res["sanity"]["collapsed"]["evidence"]["near_threshold_share"] == 1.0
+
+
+def _t(rows):
+    return pd.DataFrame(rows, columns=["attack", "eps", "acc", "bacc"])
+
+
+SPREAD = {"logit_std": 3.0, "near_threshold_share": 0.0}
 
 
 def test_sanity_flags_on_constructed_tables() -> None:
-    def t(rows):
-        return pd.DataFrame(rows, columns=["attack", "eps", "acc"])
-
-    good = t([("fgsm", 0, .9), ("fgsm", .01, .5), ("pgd", 0, .9), ("pgd", .01, .3)])
-    assert sanity_flags(good, 0.9, 100)["ok"]
-    rising = t([("pgd", 0, .9), ("pgd", .01, .3), ("pgd", .02, .6)])
-    f = sanity_flags(rising, 0.9, 100)
-    assert not f["monotone_in_eps"] and f["non_monotone_attacks"] == ["pgd"]
-    weak = t([("fgsm", 0, .9), ("fgsm", .01, .2), ("pgd", 0, .9), ("pgd", .01, .5)])
-    assert sanity_flags(weak, 0.9, 100)["pgd_weaker_at_eps"] == ["1/100"]
-    drift = t([("fgsm", 0, .85), ("fgsm", .01, .5)])
-    assert sanity_flags(drift, 0.9, 100)["eps0_equals_clean"] is False
+    good = _t([("fgsm", 0, .9, .9), ("fgsm", .01, .5, .5), ("pgd", 0, .9, .9),
+               ("pgd", .01, .3, .3)])
+    assert sanity_flags(good, 0.9, 100, SPREAD, 3.0, ["fgsm", "pgd"])["ok"]
+    rising = _t([("pgd", 0, .9, .9), ("pgd", .01, .3, .3), ("pgd", .02, .6, .6)])
+    f = sanity_flags(rising, 0.9, 100, SPREAD, None, ["pgd"])
+    assert f["rises_with_eps"]["fired"] and list(f["rises_with_eps"]["evidence"]) == ["pgd"]
+    weak = _t([("fgsm", 0, .9, .9), ("fgsm", .01, .2, .2), ("pgd", 0, .9, .9), ("pgd", .01, .5, .5)])
+    assert sanity_flags(weak, 0.9, 100, SPREAD, None, ["fgsm", "pgd"])["pgd_weaker_than_fgsm"]["fired"]
+    drift = _t([("fgsm", 0, .85, .85), ("fgsm", .01, .5, .5)])
+    assert sanity_flags(drift, 0.9, 100, SPREAD, None, ["fgsm"])["eps0_differs_from_clean"]["fired"]
 
 
-def test_metrics_json_is_clean(tmp_path) -> None:
-    from fakeproof.evaluate import _clean_json
+def test_apgd_weaker_than_pgd_fires_on_a_planted_case() -> None:
+    planted = _t([("pgd", 0, .9, .9), ("pgd", 4 / 255, .30, .3), ("apgd", 0, .9, .9),
+                  ("apgd", 4 / 255, .45, .45)])
+    f = sanity_flags(planted, 0.9, 100, SPREAD, None, ["pgd", "apgd"])
+    assert f["apgd_weaker_than_pgd"]["fired"] is True
+    assert f["apgd_weaker_than_pgd"]["evidence"] == {"4/255": {"apgd": 0.45, "pgd": 0.3}}
+    assert f["ok"] is False
 
-    out = _clean_json({"a": float("nan"), "b": np.float32(0.1234567), "c": [np.int64(3)],
-                       "d": np.bool_(True)})
-    assert json.loads(json.dumps(out)) == {"a": None, "b": 0.123457, "c": [3], "d": True}
-    assert Path(tmp_path).exists()
+
+def test_above_chance_at_a_large_eps_is_flagged() -> None:
+    t = _t([("pgd", 0, .9, .9), ("pgd", 16 / 255, .7, .7), ("robust", 0, .9, .9),
+            ("robust", 16 / 255, .7, .7)])
+    f = sanity_flags(t, 0.9, 100, SPREAD, None, ["pgd"])
+    assert f["above_chance_at_large_eps"]["fired"] is True
 
 
-def test_run_evaluate_writes_report_plots_and_cross(dataset, tmp_path) -> None:
+def test_run_evaluate_writes_headline_detail_plots_and_cross(dataset, tmp_path) -> None:
     """The stage function end to end on the tiny store; eval.cross on the same data must
     reproduce the main numbers exactly (same model, same faces, same seeds)."""
     import dataclasses
 
-    import yaml
-
+    from _params import default_params_raw
     from fakeproof.config import params_from_dict
+    from fakeproof.data import DataPaths
     from fakeproof.evaluate import run_evaluate
     from fakeproof.models import create_model, save_checkpoint
-    from fakeproof.train import DataPaths
 
     base = dataset.root_dir
     paths = DataPaths(base / "faces.lmdb", base / "faces.csv", base / "splits.csv")
     torch.manual_seed(0)
     ckpt = tmp_path / "m.pt"
     save_checkpoint(ckpt, create_model("smallcnn").eval(), {"image_size": SIZE})
-    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    p = params_from_dict(raw)
+    p = params_from_dict(default_params_raw(), "test params")
     p = dataclasses.replace(p, eval=dataclasses.replace(
-        p.eval, eps=[0.0, 4 / 255], attacks=["fgsm", "pgd"], pgd_steps=2, max_samples=12,
-        gallery=2, roc_eps=4 / 255, batch_size=8))
-    report = run_evaluate(p, paths, {"m": ckpt}, tmp_path / "eval.json", tmp_path / "plots",
-                          cross=paths)
-    saved = json.loads((tmp_path / "eval.json").read_text())
-    assert saved["max_eps"] == "4/255" and saved["test_faces"] == 36
+        p.eval, eps=[0.0, 4 / 255], attacks=["fgsm", "pgd"], pgd_steps=2, attack_videos=6,
+        gallery=2, headline_eps=4 / 255, batch_size=8, bootstrap=50))
+    head = run_evaluate(p, paths, {"m": ckpt}, tmp_path / "headline.json", tmp_path / "eval.json",
+                        tmp_path / "plots", cross=paths)
+    saved = json.loads((tmp_path / "headline.json").read_text())
+    detail = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["eps"] == "4/255" and detail["test_faces"] == 36
     assert saved["cross"]["m"]["auc"] == saved["m"]["auc"]
-    assert saved["cross"]["m"]["pgd_acc"] == saved["m"]["pgd_acc"]
+    assert saved["cross"]["m"]["robust_bacc"] == saved["m"]["robust_bacc"]
+    m = saved["m"]
+    assert m["auc_lo"] <= m["auc"] <= m["auc_hi"] and m["robust_bacc_lo"] <= m["robust_bacc_hi"]
+    assert len(json.dumps(saved)) < 1200  # the headline file stays small
+    d = detail["models"]["m"]
+    assert d["sample"]["videos"] == 6 and d["sample"]["strata"] == {"0:real": 3, "1:m": 3}
     for k in ("auc", "ap", "eer", "acc", "bacc", "precision", "recall", "f1"):
-        assert k in saved["detail"]["m"]["clean"]["frame"] and k in saved["detail"]["m"]["clean"]["video"]
+        assert k in d["test_clean"]["frame"] and k in d["sample_clean"]["video"]
     wide = pd.read_csv(tmp_path / "plots" / "robust_acc.csv")
-    assert list(wide.columns) == ["eps", "eps_255", "m_fgsm", "m_pgd"] and len(wide) == 2
+    assert list(wide.columns) == ["eps", "eps_255", "m_fgsm", "m_pgd", "m_robust"]
     assert (tmp_path / "plots" / "roc" / "m_clean.csv").is_file()
     assert (tmp_path / "plots" / "gallery.png").read_bytes()[:4] == b"\x89PNG"
-    assert report["sanity_ok"] == saved["sanity_ok"]
+    assert head["sanity_ok"] == saved["sanity_ok"]
+
+
+def test_adding_an_eps_changes_no_other_number(dataset) -> None:
+    a = evaluate_model("m", Redness(k=20).eval(), dataset, params(eps=[0.0, 8 / 255]))
+    b = evaluate_model("m", Redness(k=20).eval(), dataset, params(eps=[0.0, 4 / 255, 8 / 255]))
+    ta, tb = (r["table"].set_index(["attack", "eps"]) for r in (a, b))
+    assert ta.loc[("square", 8 / 255), "acc"] == tb.loc[("square", 8 / 255), "acc"]
+    assert ta.loc[("pgd", 8 / 255), "auc"] == tb.loc[("pgd", 8 / 255), "auc"]

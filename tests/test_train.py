@@ -25,7 +25,10 @@ from fakeproof.attacks import pgd
 from fakeproof.data import DataError, FaceDataset, make_loader
 from fakeproof.metrics import binary_metrics
 from fakeproof.models import load_checkpoint
-from fakeproof.train import (DataPaths, class_weights, predict, run_adv_finetune, run_pretrain,
+from fakeproof.data import DataPaths
+from fakeproof.errors import TrainingError
+from fakeproof.predict import logits_of, proba
+from fakeproof.train import (class_weights, run_adv_finetune, run_pretrain,
                              weighted_bce)
 
 VIDEOS = {"train": 16, "val": 8, "test": 4}
@@ -94,7 +97,7 @@ def test_class_weights_are_inverse_class_shares() -> None:
 
 @pytest.mark.parametrize("labels", [np.zeros(5, int), np.ones(3, int)])
 def test_class_weights_one_class_raises(labels) -> None:
-    with pytest.raises(ValueError, match="one class"):
+    with pytest.raises(TrainingError, match="one class"):
         class_weights(labels, "balanced_bce")
 
 
@@ -180,8 +183,8 @@ def test_model_selection_keeps_the_best_val_epoch(tmp_path) -> None:
 
     model, meta = load_checkpoint(tmp_path / "clean.pt")
     val = FaceDataset(paths.store, paths.faces_csv, paths.splits_csv, "val")
-    probs, labels = predict(model, make_loader(val, 16))
-    m = binary_metrics(labels, probs)
+    logits, labels = logits_of(model, make_loader(val, 16))
+    m = binary_metrics(labels, proba(logits), scores=logits)
     assert m["auc"] == pytest.approx(metrics["val_auc"], abs=1e-6)
     assert m["bacc"] == pytest.approx(metrics["val_bacc"], abs=1e-6)
     assert m["auc"] == pytest.approx(curve["val_auc"].iloc[0], abs=1e-5)
@@ -238,3 +241,29 @@ def test_adv_finetune_starts_from_the_clean_checkpoint(trained, tmp_path) -> Non
     params_clean = dict(clean.named_parameters())
     for name, p in robust.named_parameters():
         assert torch.equal(p, params_clean[name]), name
+
+
+def test_a_nan_loss_stops_training_with_one_line(tmp_path, monkeypatch) -> None:
+    import fakeproof.train as train
+
+    paths = build_store(tmp_path / "data", {"train": 4, "val": 2, "test": 2})
+    monkeypatch.setattr(train, "weighted_bce", lambda *a, **k: torch.tensor(float("nan"),
+                                                                            requires_grad=True))
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 1, step 1; lower the"):
+        _pretrain(tiny_params(), paths, tmp_path)
+
+
+def test_checkpoints_carry_a_val_threshold_and_the_recipe(trained) -> None:
+    _, meta = load_checkpoint(trained["root"] / "run1" / "clean.pt")
+    recipe = meta["recipe"]
+    assert 0.0 < recipe["threshold"] < 1.0
+    assert recipe["model"] == "smallcnn"
+    assert recipe["input_size"] == trained["params"].faces.image_size
+
+
+def test_adv_finetune_reports_a_val_eps_sweep_with_a_stronger_select_attack(trained) -> None:
+    saved = json.loads((trained["root"] / "run1" / "finetune.json").read_text())
+    assert set(saved["val_sweep"]) == {"2/255", "4/255", "8/255"}
+    assert saved["select_attack"].startswith("PGD-10")
+    accs = [saved["val_sweep"][k]["pgd_acc"] for k in ("2/255", "4/255", "8/255")]
+    assert accs[0] >= accs[2]  # a larger eps never leaves more val faces correct here
