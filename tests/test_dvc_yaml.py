@@ -108,10 +108,15 @@ def _expand(text: str, vars_: dict) -> str:
 
 
 def _vars() -> dict:
+    """dvc.yaml's vars, flattened the way DVC interpolates them (``${path.store}``)."""
     out: dict = {}
     for v in _dvc().get("vars", []):
         if isinstance(v, dict):
-            out.update(v)
+            for k, val in v.items():
+                if isinstance(val, dict):
+                    out.update({f"{k}.{kk}": vv for kk, vv in val.items()})
+                else:
+                    out[k] = val
     return out
 
 
@@ -179,7 +184,7 @@ def _declared_outs(stage: str) -> set[str]:
 
 def test_every_written_file_is_declared_and_every_declared_out_is_written(staged_run: Path) -> None:
     written = set((staged_run / "written.txt").read_text().split())
-    scratch = {f for f in written if f.startswith(_vars()["tb"] + "/")}  # TensorBoard: not an out
+    scratch = {f for f in written if f.startswith(_vars()["path.tb"] + "/")}  # TensorBoard: not an out
     declared = set().union(*(_declared_outs(s) for s in TRAIN_STAGES))
     undeclared = {f for f in written - scratch
                   if not any(f == d or f.startswith(d + "/") for d in declared)}
