@@ -30,9 +30,8 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from _params import default_params_raw
 from fakeproof.video import write_mp4
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # Face boxes (left, top, right, bottom) as fractions of the photo, found by facenet-pytorch MTCNN
 # on the shipped photos (probability 1.0) and checked by eye.
@@ -303,9 +302,9 @@ BUILDERS = {"ffpp": build_ffpp, "celebdf": build_celebdf, "dfdc": build_dfdc,
 
 
 def write_params(project: Path, data: dict, split: Optional[dict] = None, **sections: dict) -> Path:
-    """``params.yaml`` in ``project``: the repository's, with ``data`` keys replaced, 2 frames
+    """``params.yaml`` in ``project``: the code defaults, with ``data`` keys replaced, 2 frames
     per video, 64 px crops, and ``split`` / other section keys overridden."""
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params = default_params_raw()
     params["data"].update(data)
     params["frames"]["count"] = 2
     params["faces"]["image_size"] = 64
