@@ -106,8 +106,8 @@ def stream_errors(path: str | Path) -> str:
     ``Invalid NAL unit size`` without the cost of decoding.
     """
     proc = subprocess.run(
-        [video.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path),
-         "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
+        [video.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", *video.INPUT_GUARD,
+         "-i", video.local_input(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
         capture_output=True, text=True, errors="replace")
     lines = [_clean(ln.strip()) for ln in proc.stderr.splitlines() if ln.strip()]
     if proc.returncode != 0 and not lines:

@@ -9,6 +9,13 @@ a split that receives official members is closed, and the remaining ("free") gro
 among the other splits by their ratios (Celeb-DF: the official test list, train/val from the rest).
 Free groups are shuffled with ``split.seed`` and each goes to the open split furthest below its
 target share of videos, which keeps the ratios within one group of the target.
+
+Refused with one line (:class:`SplitError`), never a traceback or a silent bad split: a split
+that would be empty, a val or test split that would lack a class (no real or no fake video: its
+AUC is undefined and model selection on val would be blind), a group spanning two splits, no
+video with a face.
+Videos without a detected face are dropped and counted in the stage's stats
+(``dropped_no_faces``, per class), as are those the source's protocol excludes.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from fakeproof.errors import FakeproofError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
+EVAL_SPLITS = ("val", "test")  # splits that must hold both classes (their AUC is computed)
 SPLIT_COLUMNS = ["video_id", "label", "split", "group", "method", "source", "n_faces"]
 
 
@@ -83,7 +91,26 @@ def assign_splits(videos: pd.DataFrame, params: SplitParams) -> pd.DataFrame:
         raise SplitError(f"split {empty[0]!r} would be empty ({df['group'].nunique()} groups for "
                          f"{len(SPLITS)} splits); add data or change split.{empty[0]}")
     check_no_leakage(df)
+    check_classes(df, [s for s in EVAL_SPLITS if ratios[s] > 0 or (df["split"] == s).any()])
     return df
+
+
+def check_classes(df: pd.DataFrame, splits: list[str] | tuple[str, ...] = EVAL_SPLITS) -> None:
+    """Raise :class:`SplitError` if one of ``splits`` lacks real or fake videos.
+
+    Val and test by default: their AUC needs both classes. A one-class train split is reported by
+    the training stage (it may be intended, e.g. with a pretrained detector and train ratio 0).
+    """
+    for s in splits:
+        labels = df.loc[df["split"] == s, "label"].astype(int)
+        n_fake = int(labels.sum())
+        n_real = int(len(labels) - n_fake)
+        if n_fake and n_real:
+            continue
+        missing, have = ("fake", f"{n_real} real") if not n_fake else ("real", f"{n_fake} fake")
+        raise SplitError(f"split {s!r} has no {missing} videos (only {have}; groups are kept whole "
+                         f"in one split): its AUC is undefined; add {missing} videos, try another "
+                         f"split.seed, or change split.{s}")
 
 
 def check_no_leakage(df: pd.DataFrame) -> None:
@@ -94,28 +121,64 @@ def check_no_leakage(df: pd.DataFrame) -> None:
         raise SplitError(f"group {bad.index[0]!r} spans {int(bad.iloc[0])} splits: leakage")
 
 
+def _read(path, stage: str, columns: list[str], **kw) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, keep_default_na=False, **kw)
+    except FileNotFoundError:
+        raise SplitError(f"{path}: not found; run the {stage} stage first (dvc repro {stage})") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SplitError(f"{path}: not readable ({reason}); run the {stage} stage again") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise SplitError(f"{path}: missing columns {missing}; run the {stage} stage again")
+    return df
+
+
 def run_split(params: SplitParams, videos_csv, faces_csv, out_csv) -> dict:
     """The split stage: read the video table and face index, write ``splits.csv``."""
     from fakeproof.io import write_csv
 
     t0 = time.perf_counter()
-    videos = pd.read_csv(videos_csv, dtype={"split_hint": str, "group": str, "video_id": str},
-                         keep_default_na=False)
-    faces = pd.read_csv(faces_csv, usecols=["video_id"], dtype={"video_id": str})
+    videos = _read(videos_csv, "download", ["video_id", "label", "group", "method", "source",
+                                            "split_hint"],
+                   dtype={"split_hint": str, "group": str, "video_id": str})
+    faces = _read(faces_csv, "crop_faces", ["video_id"], usecols=lambda c: c == "video_id",
+                  dtype={"video_id": str})
+    videos["label"] = pd.to_numeric(videos["label"], errors="coerce")
+    if videos["label"].isna().any() or not videos["label"].isin([0, 1]).all():
+        raise SplitError(f"{videos_csv}: label must be 0 or 1; run the download stage again")
+    videos["label"] = videos["label"].astype(int)
     n_faces = faces.groupby("video_id").size()
     videos["n_faces"] = videos["video_id"].map(n_faces).fillna(0).astype(int)
-    no_faces = int((videos["n_faces"] == 0).sum())
-    excluded = int((videos["split_hint"] == "exclude").sum())
+    is_excluded = videos["split_hint"] == "exclude"
+    excluded = int(is_excluded.sum())
+    faceless = videos[(videos["n_faces"] == 0) & ~is_excluded]
+    no_faces = int(len(faceless))
+    no_faces_fake = int(faceless["label"].sum())
+    if no_faces:
+        log.warning("split: %d videos without a detected face dropped (%d real, %d fake; e.g. %s); "
+                    "see the crop_faces problems and faces.min_prob", no_faces,
+                    no_faces - no_faces_fake, no_faces_fake,
+                    ", ".join(faceless["video_id"].head(3)))
     usable = videos[videos["n_faces"] > 0]
+    if usable[usable["split_hint"] != "exclude"].empty and len(videos) > excluded:
+        raise SplitError(f"{faces_csv}: no video has a detected face ({len(videos) - excluded} "
+                         "videos to split); check the crop_faces problems and faces.min_prob")
     out = assign_splits(usable, params)
     out = out[SPLIT_COLUMNS].sort_values("video_id", kind="stable").reset_index(drop=True)
     write_csv(out_csv, out)
     counts = {s: int((out["split"] == s).sum()) for s in SPLITS}
     stats = {
         "videos": int(len(out)), "groups": int(out["group"].nunique()),
-        "excluded_by_protocol": excluded, "dropped_no_faces": no_faces, **counts,
+        "excluded_by_protocol": excluded, "dropped_no_faces": no_faces,
+        "dropped_no_faces_real": no_faces - no_faces_fake, "dropped_no_faces_fake": no_faces_fake,
+        **counts,
         "fake_share": {s: round(float(out.loc[out["split"] == s, "label"].mean()), 4)
                        for s in SPLITS if counts[s]},
+        "classes": {s: {"real": int(((out["split"] == s) & (out["label"] == 0)).sum()),
+                        "fake": int(((out["split"] == s) & (out["label"] == 1)).sum())}
+                    for s in SPLITS},
         "seconds": round(time.perf_counter() - t0, 2),
     }
     log.info("split: %d videos in %d groups -> train %d / val %d / test %d videos; %d excluded by "

@@ -2,7 +2,19 @@
 
 The system ``ffmpeg`` on PATH is used when present, else the static binary that ships inside
 ``imageio-ffmpeg`` (which has no ffprobe, so probing parses ``ffmpeg -i`` and counts decoded
-frames). All calls go through ffmpeg-python with ``cmd=``.
+frames). Decoding goes through ffmpeg-python with ``cmd=``.
+
+Videos are untrusted input (a downloaded archive, anyone's folder), and ffmpeg picks its demuxer
+from the file's content, not its name: a playlist (HLS ``.m3u8``, an ``ffconcat`` script) renamed
+``.mp4`` makes ffmpeg open the files or URLs it lists. Every ffmpeg call that reads a video
+therefore passes :data:`INPUT_GUARD` before ``-i``: ``-protocol_whitelist file,pipe`` (no network,
+no ``concat:``/``subfile:`` protocols) and ``-format_whitelist`` with single-file containers only
+(:data:`ALLOWED_FORMATS`; the protocol list alone still lets an HLS playlist read local files),
+and names the input ``file:<path>`` so that a path is never parsed as a protocol. Before ffmpeg
+runs, :func:`check_not_playlist` also refuses files that start like a playlist (``#EXTM3U``,
+``ffconcat``, a DASH ``<MPD``), so the message is the same whatever ffmpeg version is installed
+(recent ones ignore HLS content in a file not named .m3u8; older ones follow it). A refused file
+raises :class:`VideoError` with one line.
 """
 
 from __future__ import annotations
@@ -21,7 +33,57 @@ from fakeproof.errors import FakeproofError
 
 
 class VideoError(FakeproofError, RuntimeError):
-    """A video could not be probed or decoded (corrupt, truncated, not a video)."""
+    """A video could not be probed or decoded (corrupt, truncated, not a video, refused)."""
+
+
+#: ffmpeg demuxers allowed to read a video: containers that never open another file or URL
+#: (``mov`` also covers mp4/m4a/3gp, ``matroska`` covers webm). Playlists and scripts (hls, dash,
+#: concat), image sequences and devices are not listed, so ffmpeg refuses them.
+ALLOWED_FORMATS = ("mov", "matroska", "avi", "flv", "mpegts", "mpeg", "asf", "ogg", "mxf",
+                   "h264", "hevc", "m4v")
+#: Input options put before every ``-i`` that reads a video (see the module docstring).
+INPUT_GUARD = ("-protocol_whitelist", "file,pipe", "-format_whitelist", ",".join(ALLOWED_FORMATS))
+_REFUSED = re.compile(r"not on (?:the )?whitelist")
+
+
+def local_input(path: str | Path) -> str:
+    """The ffmpeg input name of a local file: ``file:<path>``, never read as a protocol URL."""
+    return f"file:{path}"
+
+
+def refusal(path: str | Path, stderr: str) -> VideoError | None:
+    """The :class:`VideoError` for a file that :data:`INPUT_GUARD` made ffmpeg refuse, else None."""
+    if not _REFUSED.search(stderr):
+        return None
+    return VideoError(f"{path}: refused: not a single-file video container (ffmpeg allows only "
+                      f"{', '.join(ALLOWED_FORMATS)}; playlists such as HLS or ffconcat, which make "
+                      "ffmpeg read other files or URLs, are not decoded)")
+
+
+_PLAYLIST_MARKS = ((b"#EXTM3U", "an HLS playlist"), (b"#EXTINF", "an HLS playlist"),
+                   (b"ffconcat", "an ffconcat script"))
+
+
+def check_not_playlist(path: str | Path) -> None:
+    """Raise :class:`VideoError` if ``path`` starts like a playlist, whatever its name."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError as e:
+        raise VideoError(f"{path}: cannot read it ({e.strerror})") from None
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    what = next((w for mark, w in _PLAYLIST_MARKS if text.startswith(mark)), None)
+    if what is None and text.startswith((b"<?xml", b"<MPD")) and b"<MPD" in head:
+        what = "a DASH manifest"
+    if what is not None:
+        raise VideoError(f"{path}: refused: {what}, not a video (ffmpeg would read the files or "
+                         "URLs it lists); nothing decoded")
+
+
+def _guarded_input(path: str | Path):
+    """``ffmpeg.input`` of a local video with :data:`INPUT_GUARD` as input options."""
+    return ffmpeg.input(local_input(path), **{k.lstrip("-"): v for k, v in
+                                              zip(INPUT_GUARD[::2], INPUT_GUARD[1::2])})
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,11 +120,15 @@ def probe(path: str | Path) -> VideoInfo:
         raise VideoError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: empty file (0 bytes)")
+    check_not_playlist(path)
     proc = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "info", "-i", str(path), "-map", "0:v:0",
-         "-c", "copy", "-f", "null", "-"],
-        capture_output=True, text=True)
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "info", *INPUT_GUARD, "-i",
+         local_input(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
+        capture_output=True, text=True, errors="replace")
     err = proc.stderr
+    refused = refusal(path, err)
+    if refused is not None:
+        raise refused
     m = _STREAM.search(err)
     if proc.returncode != 0 or not m:
         last = err.strip().splitlines()[-1] if err.strip() else "no output"
@@ -86,6 +152,7 @@ def read_frames(path: str | Path, indices: Sequence[int], info: VideoInfo | None
     file yields fewer) and the array.
     """
     info = info or probe(path)
+    check_not_playlist(path)
     want = sorted(set(int(i) for i in indices if 0 <= int(i) < info.n_frames))
     if not want:
         raise VideoError(f"{path}: no frames to decode")
@@ -94,7 +161,7 @@ def read_frames(path: str | Path, indices: Sequence[int], info: VideoInfo | None
         s = max_side / max(w, h)
         w, h = max(2, int(round(w * s / 2)) * 2), max(2, int(round(h * s / 2)) * 2)
     expr = "+".join(f"eq(n,{i})" for i in want)  # ffmpeg-python escapes the commas
-    stream = ffmpeg.input(str(path)).video.filter("select", expr)
+    stream = _guarded_input(path).video.filter("select", expr)
     if (w, h) != (info.width, info.height):
         stream = stream.filter("scale", w, h, flags="area")
     try:
@@ -107,6 +174,9 @@ def read_frames(path: str | Path, indices: Sequence[int], info: VideoInfo | None
     frame_bytes = w * h * 3
     n = len(out) // frame_bytes
     if n == 0:
+        refused = refusal(path, err.decode(errors="replace"))
+        if refused is not None:
+            raise refused
         raise VideoError(f"{path}: decoded no frames ({err.decode(errors='replace').strip()[:200]})")
     arr = np.frombuffer(out[: n * frame_bytes], np.uint8).reshape(n, h, w, 3)
     return want[:n], arr
@@ -129,8 +199,9 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 25, crf: int = 23
     """Encode RGB uint8 frames (N, H, W, 3) as a deterministic h264 mp4 (libx264, 1 thread)."""
     n, h, w, _ = frames.shape
     proc = (
-        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
-        .output(str(path), vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset="medium",
+        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps,
+                     protocol_whitelist="pipe")
+        .output(local_input(path), vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset="medium",
                 threads=1, movflags="+faststart", map_metadata=-1, fflags="+bitexact",
                 **{"x264-params": "threads=1:lookahead-threads=1"})
         .global_args("-nostdin", "-hide_banner", "-v", "error", "-y")

@@ -189,7 +189,9 @@ def build_celebdf(project: Path, bank: ClipBank) -> Layout:
         "YouTube-real/00007.mp4": (PHOTOS[4], 0, Expect(0, "test")),
         # same source clip as a test video, not listed: excluded (data.celebdf.exclude = clip)
         "Celeb-synthesis/id0_id2_0000.mp4": (PHOTOS[0], 2, Expect(1, excluded=True)),
-        # the rest: train/val, grouped by target identity
+        # the rest: train/val, grouped by identity (target and donor): {id0, id1, id2}, {id3, id4}
+        "Celeb-real/id3_0004.mp4": (PHOTOS[3], 1, Expect(0)),
+        "Celeb-synthesis/id3_id4_0004.mp4": (PHOTOS[3], 2, Expect(1)),
         "Celeb-real/id0_0003.mp4": (PHOTOS[0], 0, Expect(0)),
         "Celeb-real/id1_0001.mp4": (PHOTOS[1], 0, Expect(0)),
         "Celeb-synthesis/id1_id0_0001.mp4": (PHOTOS[1], 1, Expect(1)),

@@ -1,12 +1,16 @@
 """Downloads against a real local HTTP server (http.server on 127.0.0.1, port 0, with Range support),
-real archive extraction with hostile members, and the FF++ downloader runner.
+real archive extraction with hostile members and zip bombs, the FF++ downloader runner, and the
+download stage's cut-and-resume through the download cache.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
+import logging
+import os
 import re
 import stat
 import tarfile
@@ -17,11 +21,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fakeproof.config import DataParams, FFppParams
-from fakeproof.download import (DownloadError, fetch, ffpp_datasets, prepare_raw,
-                                run_ffpp_downloader, safe_extract)
+from fakeproof.download import (CACHE_ENV, DownloadError, download_path, fetch, ffpp_datasets,
+                                prepare_raw, run_ffpp_downloader, safe_extract)
 from fakeproof.sources import build_video_table
 
 DATA = np.random.default_rng(0).integers(0, 256, 700_001, dtype=np.uint8).tobytes()
@@ -66,6 +71,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch) -> Path:
+    """The download cache of every test: in tmp_path, never the project's .fakeproof-cache."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV, str(path))
+    return path
 
 
 @pytest.fixture
@@ -283,7 +296,7 @@ def test_safe_extract_rejects_unknown_format(tmp_path):
 # ------------------------------------------------------------------------------------------------
 
 
-def test_prepare_raw_url_extracts_and_sets_root(server, tmp_path):
+def test_prepare_raw_url_extracts_and_sets_root(server, tmp_path, cache):
     archive = make_tar(tmp_path / "mine.tar.gz", [("mine/real/abc.mp4", b"r"),
                                                   ("mine/fake/abc_x.mp4", b"f")])
     server.files["/ranged/mine.tar.gz"] = archive.read_bytes()
@@ -292,7 +305,14 @@ def test_prepare_raw_url_extracts_and_sets_root(server, tmp_path):
     params = DataParams(source="folder", url=server.base + "/ranged/mine.tar.gz", sha256=sha)
     out = prepare_raw(params, raw)
     assert out.root == str(raw / "download" / "extracted" / "mine")  # single top folder unwrapped
-    assert (raw / "download" / "mine.tar.gz").is_file()
+    # The archive stays in the cache (no DVC out), keyed by its checksum; not in raw.
+    kept = cache / "downloads" / sha[:24] / "mine.tar.gz"
+    assert download_path(params.url, sha, cache) == kept and kept.read_bytes() == archive.read_bytes()
+    assert not (raw / "download" / "mine.tar.gz").exists()
+    # A second run extracts the cached archive again without a request.
+    n = len(server.requests)
+    prepare_raw(params, tmp_path / "raw_again")
+    assert len(server.requests) == n
     videos = build_video_table(out, raw).videos
     assert list(videos["video_id"]) == ["folder_fake_abc_x", "folder_real_abc"]
     assert set(videos["group"]) == {"folder_abc"}
@@ -362,11 +382,12 @@ def test_ffpp_downloader_runs_per_dataset(fake_ffpp, tmp_path):
     and downloads from their servers, so a script with the same command line and output layout
     plays its part; everything around it (subprocess, stdin keypress, layout, source) is real."""
     params = DataParams(source="ffpp", ffpp_downloader=str(fake_ffpp), ffpp=FFppParams(
-        compression="c40", methods=["Deepfakes", "FaceSwap"], include_actors=True))
+        compression="c40", methods=["Deepfakes", "FaceSwap"], include_actors=True,
+        accept_terms=True))
     raw = tmp_path / "raw"
     out = prepare_raw(params, raw)
-    dl = raw / "download" / "ffpp"
-    assert out.root == str(dl)
+    dl = tmp_path / "cache" / "ffpp"  # in the cache, so a cut run resumes; not in raw
+    assert out.root == str(dl) and not (raw / "download").exists()
     expected = ["original", "Deepfakes", "FaceSwap", "DeepFakeDetection_original", "DeepFakeDetection"]
     assert ffpp_datasets(params) == expected
     assert _calls(tmp_path) == [[str(dl), "-d", d, "-c", "c40", "-t", "videos"] for d in expected]
@@ -380,7 +401,7 @@ def test_ffpp_downloader_runs_per_dataset(fake_ffpp, tmp_path):
 
 def test_ffpp_downloader_failure_and_url(fake_ffpp, tmp_path, server, monkeypatch):
     params = DataParams(source="ffpp", ffpp_downloader=str(fake_ffpp),
-                        ffpp=FFppParams(methods=["Deepfakes"]))
+                        ffpp=FFppParams(methods=["Deepfakes"], accept_terms=True))
     monkeypatch.setenv("FAKE_FFPP_FAIL", "Deepfakes")
     with pytest.raises(DownloadError, match=r"-d Deepfakes -c c23: exited with status 1"):
         run_ffpp_downloader(fake_ffpp, tmp_path / "out", params)
@@ -389,13 +410,234 @@ def test_ffpp_downloader_failure_and_url(fake_ffpp, tmp_path, server, monkeypatc
     with pytest.raises(DownloadError, match=r"both set"):
         prepare_raw(DataParams(source="ffpp", ffpp_downloader=str(fake_ffpp), root=str(tmp_path)),
                     tmp_path / "raw")
-    # The script can be given by URL (the link the authors send): fetched, then run.
+    # The script can be given by URL (the link the authors send): it is run as a program, so a
+    # URL needs data.ffpp_downloader_sha256; nothing is fetched without it.
     monkeypatch.delenv("FAKE_FFPP_FAIL")
     server.files["/ranged/faceforensics_download_v4.py"] = fake_ffpp.read_bytes()
     script_url = server.base + "/ranged/faceforensics_download_v4.py"
     url_params = DataParams(source="ffpp", ffpp_downloader=script_url,
-                            ffpp=FFppParams(methods=["Deepfakes"]))
-    out = prepare_raw(url_params, tmp_path / "raw2")
-    assert (tmp_path / "raw2" / "download" / "scripts" / "faceforensics_download_v4.py").is_file()
+                            ffpp=FFppParams(methods=["Deepfakes"], accept_terms=True))
+    n = len(server.requests)
+    with pytest.raises(DownloadError, match=r"is a URL and is run as a program: set "
+                                            r"data.ffpp_downloader_sha256") as e:
+        prepare_raw(url_params, tmp_path / "raw2")
+    assert "\n" not in str(e.value) and len(server.requests) == n
+    with pytest.raises(DownloadError, match=r"does not match data.sha256 0{64}"):
+        prepare_raw(dataclasses.replace(url_params, ffpp_downloader_sha256="0" * 64),
+                    tmp_path / "raw2")
+    sha = hashlib.sha256(fake_ffpp.read_bytes()).hexdigest()
+    out = prepare_raw(dataclasses.replace(url_params, ffpp_downloader_sha256=sha), tmp_path / "raw2")
+    assert download_path(script_url, sha, tmp_path / "cache").is_file()
     assert Path(out.root, "manipulated_sequences/Deepfakes/c23/videos/071_054.mp4").is_file()
     assert _calls(tmp_path)[-1][1:] == ["-d", "Deepfakes", "-c", "c23", "-t", "videos"]
+    # A local script with a sha256 given is checked too.
+    with pytest.raises(DownloadError, match=r"sha256 [0-9a-f]{64} does not match "
+                                            r"data.ffpp_downloader_sha256 1{64}"):
+        prepare_raw(dataclasses.replace(params, ffpp_downloader_sha256="1" * 64), tmp_path / "raw3")
+
+
+def test_ffpp_terms_are_never_answered_for_the_user(fake_ffpp, tmp_path):
+    """Without data.ffpp.accept_terms the prompt is the user's to answer: with no terminal (as
+    here: pytest's stdin is not a tty) the stage stops before running the script."""
+    params = DataParams(source="ffpp", ffpp_downloader=str(fake_ffpp),
+                        ffpp=FFppParams(methods=["Deepfakes"]))
+    assert params.ffpp.accept_terms is False  # the default
+    with pytest.raises(DownloadError, match=r"asks you to accept the FaceForensics terms of use, "
+                                            r"and there is no terminal.*data.ffpp.accept_terms: "
+                                            r"true") as e:
+        prepare_raw(params, tmp_path / "raw")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "calls.jsonl").exists()  # the script never ran
+
+
+def test_ffpp_downloader_reads_the_prompt_from_the_terminal(fake_ffpp, tmp_path, monkeypatch):
+    """With a terminal and accept_terms false, nothing is fed on stdin: the script reads the
+    keypress itself (here stdin is /dev/null standing in for a terminal, so its input() fails)."""
+    import sys
+
+    import fakeproof.download as dl
+
+    monkeypatch.setattr(dl, "_terminal", lambda: True)
+    with open("/dev/null") as null:
+        monkeypatch.setattr(sys, "stdin", null)
+        params = DataParams(source="ffpp", ffpp_downloader=str(fake_ffpp),
+                            ffpp=FFppParams(methods=["Deepfakes"]))
+        with pytest.raises(DownloadError, match=r"-d original -c c23: exited with status 1"):
+            run_ffpp_downloader(fake_ffpp, tmp_path / "out", params)
+    assert not (tmp_path / "calls.jsonl").exists()  # input() got EOF: no keypress was sent
+
+
+# ------------------------------------------------------------------------------------------------
+# Zip bombs: caps on members and expanded size
+# ------------------------------------------------------------------------------------------------
+
+
+def test_safe_extract_caps_member_count(tmp_path):
+    members = [(f"ds/{i}.txt", b"x") for i in range(3)]
+    for archive in (make_zip(tmp_path / "many.zip", members), make_tar(tmp_path / "many.tar", members)):
+        dest = tmp_path / f"out_{archive.suffix[1:]}"
+        with pytest.raises(DownloadError, match=r"more than 2 members; refusing to extract \(a zip "
+                                                r"bomb\?.*MAX_EXTRACT_MEMBERS\)") as e:
+            safe_extract(archive, dest, max_members=2)
+        assert "\n" not in str(e.value) and str(archive) in str(e.value)
+        assert not dest.exists()
+        assert len(safe_extract(archive, dest, max_members=3)) == 3
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_safe_extract_caps_expanded_size(tmp_path, kind):
+    """10 MiB of zeros compress to a few KiB: refused under a 1 MiB cap before anything is written."""
+    zeros = bytes(10 << 20)
+    archive = tmp_path / f"bomb.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("ds/small.txt", b"ok")
+            zf.writestr("ds/zeros.bin", zeros)
+    else:
+        make_tar(archive, [("ds/small.txt", b"ok"), ("ds/zeros.bin", zeros)])
+    assert archive.stat().st_size < 100_000
+    before = snapshot(tmp_path)
+    with pytest.raises(DownloadError, match=r"expands to (more than )?10.0 MiB, over the cap of "
+                                            r"1.0 MiB; refusing to extract") as e:
+        safe_extract(archive, tmp_path / "out", max_bytes=1 << 20)
+    assert "\n" not in str(e.value)
+    assert snapshot(tmp_path) == before
+    out = safe_extract(archive, tmp_path / "out", max_bytes=(10 << 20) + 2)  # exactly fits
+    assert [p.stat().st_size for p in out] == [2, 10 << 20]
+
+
+def test_safe_extract_member_larger_than_declared(tmp_path):
+    """A zip whose headers declare 10 bytes for a 100 kB member: never more than the declared
+    bytes are written, and the archive is refused as damaged (its CRC cannot match)."""
+    archive = make_zip(tmp_path / "liar.zip", [("ds/big.bin", bytes(100_000))])
+    raw = bytearray(archive.read_bytes())
+    for sig, off in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # uncompressed size fields
+        at = raw.index(sig) + off
+        raw[at:at + 4] = (10).to_bytes(4, "little")
+    archive.write_bytes(bytes(raw))
+    with pytest.raises(DownloadError, match=r"liar.zip: damaged archive \(Bad CRC-32") as e:
+        safe_extract(archive, tmp_path / "out", max_bytes=1000)
+    assert "\n" not in str(e.value) and not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# The download stage: cut and resumed through the cache; content fingerprints in videos.csv
+# ------------------------------------------------------------------------------------------------
+
+
+def _rand(n: int, seed: int) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
+def test_cut_download_resumes_in_the_next_run(server, tmp_path, cache):
+    """The connection drops mid-file: the stage fails with one line, data/raw is not written, the
+    partial file survives in the cache (outside data/raw's temp folder) and the next run fetches
+    only the missing bytes with a Range request."""
+    from fakeproof.ingest import run_download
+
+    clips = {"ds/real/a.mp4": _rand(300_000, 1), "ds/fake/a_x.mp4": _rand(300_000, 2)}
+    archive = make_tar(tmp_path / "ds.tar", list(clips.items())).read_bytes()
+    sha = hashlib.sha256(archive).hexdigest()
+    server.files["/short/ds.tar"] = archive
+    params = DataParams(source="folder", url=server.base + "/short/ds.tar", sha256=sha)
+    raw = tmp_path / "data" / "raw"
+    with pytest.raises(DownloadError, match=r"ds.tar: incomplete \(\d+ of \d+ bytes\); run again "
+                                            r"to resume") as e:
+        run_download(params, raw)
+    assert "\n" not in str(e.value)
+    assert not raw.exists() and list(raw.parent.iterdir()) == []  # no temp folder left either
+    part = download_path(params.url, sha, cache).with_suffix(".tar.part")
+    cut = part.stat().st_size
+    assert cut == len(archive) // 2 and part.read_bytes() == archive[:cut]
+
+    stats = run_download(params, raw)
+    assert server.requests == [("/short/ds.tar", None), ("/short/ds.tar", f"bytes={cut}-")]
+    assert server.sent == len(archive)  # every byte sent once: resumed, not restarted
+    kept = download_path(params.url, sha, cache)
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() == sha and not part.exists()
+    videos = pd.read_csv(raw / "videos.csv", keep_default_na=False).set_index("video_id")
+    assert stats["videos"] == 2 and stats["fingerprints_hashed"] == 2
+    for rel, data in clips.items():
+        vid = "folder_" + rel.split("/")[1] + "_" + Path(rel).stem
+        assert videos.loc[vid, "path"] == (raw / "download" / "extracted" / rel).as_posix()
+        assert Path(videos.loc[vid, "path"]).read_bytes() == data
+        assert videos.loc[vid, "sha256"] == hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def local_root(tmp_path) -> Path:
+    root = tmp_path / "mine"
+    for rel, seed in (("real/a.mp4", 1), ("fake/a_x.mp4", 2), ("real/b.mp4", 3)):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(_rand(50_000, seed))
+    return root
+
+
+def test_fingerprint_follows_content_not_size_or_mtime(local_root, tmp_path, cache, monkeypatch):
+    import fakeproof.ingest as ingest
+
+    calls = []
+    real_hash = ingest.sha256_file
+    monkeypatch.setattr(ingest, "sha256_file", lambda p, *a, **k: calls.append(Path(p).name)
+                        or real_hash(p, *a, **k))
+    params = DataParams(source="folder", root=str(local_root))
+    raw = tmp_path / "raw"
+
+    def table() -> pd.DataFrame:
+        return pd.read_csv(raw / "videos.csv", keep_default_na=False).set_index("video_id")
+
+    stats = ingest.run_download(params, raw)
+    first = (raw / "videos.csv").read_bytes()
+    want = {f"folder_{p.parent.name}_{p.stem}": hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in local_root.rglob("*.mp4")}
+    assert table()["sha256"].to_dict() == want
+    assert (stats["fingerprints_hashed"], stats["fingerprints_cached"], len(calls)) == (3, 0, 3)
+    assert (cache / "fingerprints.sqlite").is_file()
+
+    # A re-scan of unchanged files hashes nothing and writes the same table.
+    calls.clear()
+    stats = ingest.run_download(params, raw)
+    assert (stats["fingerprints_hashed"], stats["fingerprints_cached"], calls) == (0, 3, [])
+    assert (raw / "videos.csv").read_bytes() == first
+
+    # Same size, same mtime, other bytes: a new fingerprint (only that file is hashed again).
+    clip = local_root / "real" / "a.mp4"
+    st = clip.stat()
+    data = bytearray(clip.read_bytes())
+    data[1000] ^= 0xFF
+    clip.write_bytes(bytes(data))
+    os.utime(clip, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (clip.stat().st_size, clip.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    calls.clear()
+    stats = ingest.run_download(params, raw)
+    assert calls == ["a.mp4"] and stats["fingerprints_hashed"] == 1
+    got = table()["sha256"]
+    assert got["folder_real_a"] == hashlib.sha256(bytes(data)).hexdigest() != want["folder_real_a"]
+    assert got.drop("folder_real_a").to_dict() == {k: v for k, v in want.items()
+                                                   if k != "folder_real_a"}
+    assert (raw / "videos.csv").read_bytes() != first
+
+
+def test_fingerprints_of_files_written_by_the_run_bypass_the_cache(tmp_path, caplog):
+    from fakeproof.ingest import FingerprintCache, fingerprint_files
+
+    fresh, kept = tmp_path / "run" / "new.mp4", tmp_path / "old.mp4"
+    fresh.parent.mkdir()
+    fresh.write_bytes(b"generated now")
+    kept.write_bytes(b"a dataset file")
+    db = tmp_path / "fp.sqlite"
+    cache = FingerprintCache(db)
+    digests, stats = fingerprint_files([str(fresh), str(kept)], cache, fresh_under=fresh.parent)
+    cache.close()
+    assert digests == [hashlib.sha256(b"generated now").hexdigest(),
+                       hashlib.sha256(b"a dataset file").hexdigest()]
+    assert stats == {"hashed": 2, "cached": 0, "hashed_bytes": 27}
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        assert [r[0] for r in conn.execute("SELECT path FROM digests")] == [os.path.realpath(kept)]
+    # An unusable cache file is reported and ignored: digests are computed, never guessed.
+    with caplog.at_level(logging.WARNING, logger="fakeproof.ingest"):
+        broken = FingerprintCache(tmp_path)  # a folder, not a database file
+        assert fingerprint_files([str(kept)], broken)[0] == digests[1:]
+    assert "unusable" in caplog.text

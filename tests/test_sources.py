@@ -207,12 +207,16 @@ def test_celebdf_clip_policy(celeb_root):
     assert set(df.index[h == "exclude"]) == {"celebdf_fake_id0_id2_0000"}
     assert df.loc["celebdf_fake_id0_id2_0000", "group"] == "celebdf_clip_id0_0000"
     assert df.loc["celebdf_real_id0_0000", "group"] == "celebdf_clip_id0_0000"
-    # The rest: free, grouped by target identity; YouTube clips alone.
-    assert df.loc["celebdf_real_id0_0001", "group"] == "celebdf_id_id0"
-    assert df.loc["celebdf_fake_id0_id1_0001", "group"] == "celebdf_id_id0"
-    assert df.loc["celebdf_fake_id1_id0_0000", "group"] == "celebdf_id_id1"
-    assert df.loc["celebdf_fake_id3_id2_0001", "group"] == "celebdf_id_id3"
-    assert df.loc["celebdf_yt_00001", "group"] == "celebdf_yt_00001"
+    # The rest: free, grouped by identity components over target and donor (id0-id1 linked by
+    # id0_id1_0001 and id1_id0_0000, id2-id3 by id2_id3_0000, id7-id8); YouTube clips alone.
+    groups = df.loc[~h.isin(["test", "exclude"]), "group"]
+    assert groups.to_dict() == {
+        "celebdf_fake_id0_id1_0001": "celebdf_ids_id0", "celebdf_fake_id1_id0_0000": "celebdf_ids_id0",
+        "celebdf_fake_id2_id3_0000": "celebdf_ids_id2", "celebdf_fake_id3_id2_0001": "celebdf_ids_id2",
+        "celebdf_fake_id7_id8_0000": "celebdf_ids_id7", "celebdf_real_id0_0001": "celebdf_ids_id0",
+        "celebdf_real_id1_0000": "celebdf_ids_id0", "celebdf_real_id2_0000": "celebdf_ids_id2",
+        "celebdf_real_id3_0001": "celebdf_ids_id2", "celebdf_real_id7_0000": "celebdf_ids_id7",
+        "celebdf_yt_00001": "celebdf_yt_00001", "celebdf_yt_00002": "celebdf_yt_00002"}
     assert set(h[~h.isin(["test", "exclude"])]) == {""}
     # Labels: 1 = fake (the list's 1 = real is inverted), from the folder.
     assert df.loc["celebdf_fake_id0_id1_0000", "label"] == 1
@@ -229,6 +233,32 @@ def test_celebdf_clip_policy(celeb_root):
     assert "not on disk" in reasons["id9_id8_0000.mp4"]
     assert "skipped" in reasons["weird name.mp4"]
     assert_no_group_leak(df.reset_index(drop=True))
+
+
+def test_celebdf_train_val_groups_hold_target_and_donor(celeb_root, tiny_mp4):
+    """Any identity of a train/val video, target or donor, lives in exactly one group: wherever
+    the split stage puts the groups, no identity is in both train and val."""
+    put(celeb_root, "Celeb-synthesis/id7_id3_0000.mp4", tiny_mp4)  # donor id3 joins id7 to id2-id3
+    df, _ = table(celeb_params(celeb_root))
+    free = df[df["split_hint"] == ""]
+    owner: dict[str, str] = {}
+    for vid, group in free["group"].items():
+        for ident in (t for t in vid.split("_") if t.startswith("id")):
+            assert owner.setdefault(ident, group) == group, (vid, ident)
+    assert owner["id8"] == owner["id2"] == "celebdf_ids_id2"  # via id7_id3: donor of id7's fake
+    assert df.loc["celebdf_fake_id7_id3_0000", "group"] == "celebdf_ids_id2"
+    # Splitting those groups (the test groups closed by the list) keeps every identity in one split.
+    from fakeproof.config import SplitParams
+    from fakeproof.splits import assign_splits
+
+    for seed in range(5):
+        out = assign_splits(df[df["split_hint"] != "exclude"].reset_index(drop=True),
+                            SplitParams(train=0.5, val=0.3, test=0.2, seed=seed))
+        kept = out[out["split"] != "test"]
+        split_of: dict[str, str] = {}
+        for vid, split in zip(kept["video_id"], kept["split"]):
+            for ident in (t for t in vid.split("_") if t.startswith("id")):
+                assert split_of.setdefault(ident, split) == split, (seed, vid, ident)
 
 
 def test_celebdf_identity_policy(celeb_root):
@@ -336,6 +366,45 @@ def test_dfdc_groups_fakes_with_originals_across_parts(dfdc_root):
     assert "no label" in reasons["z.mp4"]
     assert "without \"original\"" in reasons["e.mp4"]
     assert_no_group_leak(df.reset_index(drop=True))
+
+
+def test_dfdc_user_groups_merge_with_originals(dfdc_root, tmp_path, caplog):
+    """data.dfdc.groups joins videos (by file name, stem or video_id) into the user's groups; it can
+    merge default groups, never split a fake from its original."""
+    groups = tmp_path / "actors.csv"
+    groups.write_text("video,group\na.mp4,A\nb,B\ndfdc_x,B\ne.mp4,C\nnot_in_table.mp4,A\n")
+    params = dataclasses.replace(dfdc_params(dfdc_root),
+                                 dfdc=DfdcParams(groups=str(groups)))
+    with caplog.at_level(logging.INFO, logger="fakeproof.sources.dfdc"):
+        df, _ = table(params)
+    # b (user group B) stays with its original a (A); x (B) brings c and y along: one group.
+    assert df["group"].to_dict() == {"dfdc_a": "dfdc_a", "dfdc_b": "dfdc_a", "dfdc_c": "dfdc_a",
+                                     "dfdc_e": "dfdc_e", "dfdc_x": "dfdc_a", "dfdc_y": "dfdc_a"}
+    assert df["original"].to_dict()["dfdc_b"] == "dfdc_a"  # face-box reuse unchanged
+    assert "3 user groups over 4 videos" in caplog.text
+    assert "2 of 6 videos are not in" in caplog.text  # c and y: default grouping only
+    assert "1 rows of" in caplog.text and "not_in_table.mp4" in caplog.text
+    assert_no_group_leak(df.reset_index(drop=True))
+    # The default (groups: null) is the fake-with-its-original grouping.
+    assert table(dfdc_params(dfdc_root))[0]["group"].nunique() == 3
+
+
+@pytest.mark.parametrize("text, match", [
+    (None, r"^data.dfdc.groups = '.*missing.csv': no such file"),
+    ("vid,grp\na.mp4,A\n", r"groups.csv:1: header 'vid,grp'; expected video,group"),
+    ("video,group\na.mp4,A\na.mp4,B\n", r"groups.csv:3: a.mp4 is in group 'B' here and in 'A' "
+                                           r"at line 2"),
+    ("video,group\na.mp4\n", r"groups.csv:2: 1 columns; expected 2"),
+    ("video,group\na.mp4, \n", r"groups.csv:2: empty video or group"),
+])
+def test_dfdc_user_groups_errors(dfdc_root, tmp_path, text, match):
+    path = tmp_path / ("missing.csv" if text is None else "groups.csv")
+    if text is not None:
+        path.write_text(text)
+    params = dataclasses.replace(dfdc_params(dfdc_root), dfdc=DfdcParams(groups=str(path)))
+    with pytest.raises(SourceError, match=match) as e:
+        table(params)
+    assert "\n" not in str(e.value)
 
 
 def test_dfdc_parts_selection_and_errors(dfdc_root):

@@ -1,9 +1,10 @@
 """Every dataset source through the real data stages, run as a user runs them.
 
 For each source (ffpp, celebdf, dfdc, folder, csv) a tiny dataset tree of real face mp4 clips is
-written in a temporary project (``tests/_layouts.py``) with a ``params.yaml`` copied from the
-repository's, and ``fakeproof download``, ``extract_frames``, ``crop_faces`` and ``split`` run
-there through :func:`fakeproof.cli.main` (real ffmpeg, real MTCNN, real LMDB). The checks:
+written in a temporary project (``tests/_layouts.py``) with a ``params.yaml`` of the code's
+defaults, and ``fakeproof download``, ``extract_frames``, ``crop_faces`` and ``split`` run there
+through :func:`fakeproof.cli.main` with the paths the repository's ``dvc.yaml`` passes (real
+ffmpeg, real MTCNN, real LMDB). The checks:
 labels, groups and originals; official splits honoured (FF++ pairs, the Celeb-DF test list);
 crops in the LMDB for every video with a face; no group spanning two splits (the leakage proof);
 FF++ video ids unique across methods. Then bad input through the CLI: broken and face-less
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from _layouts import BUILDERS, ClipBank, CliResult, Layout, PHOTOS, run_cli, write_params
 from fakeproof.store import FaceStore, parse_key
@@ -38,6 +40,21 @@ SOURCES = tuple(BUILDERS)
 STAGES = ("download", "extract_frames", "crop_faces", "split")
 FRAMES_PER_VIDEO = 2  # frames.count in write_params
 CROP = 64             # faces.image_size in write_params
+
+
+@functools.lru_cache(maxsize=None)
+def stage_paths(stage: str) -> tuple[str, ...]:
+    """The path arguments of ``stage`` as the repository's dvc.yaml passes them (its one home)."""
+    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())
+    paths = {f"path.{k}": v for k, v in spec["vars"][0]["path"].items()}
+    cmd = re.sub(r"\$\{([^}]+)\}", lambda m: paths[m.group(1)], spec["stages"][stage]["cmd"])
+    argv = cmd.split()
+    return tuple(argv[argv.index(f"stages/{stage}.py") + 1:])
+
+
+def run_stage(project: Path, stage: str) -> CliResult:
+    """``fakeproof <stage>`` with dvc.yaml's paths, in ``project``."""
+    return run_cli(project, stage, *stage_paths(stage))
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -105,7 +122,7 @@ def projects(tmp_path_factory, bank):
             write_params(d, layout.data, layout.split)
             runs = {}
             for stage in STAGES:
-                runs[stage] = run_cli(d, stage)
+                runs[stage] = run_stage(d, stage)
                 assert runs[stage].rc == 0, f"fakeproof {stage} ({source}): {runs[stage].stderr[-2000:]}"
             cache[source] = Project(d, layout, runs)
         return cache[source]
@@ -150,6 +167,8 @@ def test_stages_run_and_table_matches_layout(projects, source):
             assert row.split_hint == e.split, row.rel
         if e.excluded:
             assert row.split_hint == "exclude", row.rel
+        # The content fingerprint: the sha256 of the file's bytes, wherever the file lives.
+        assert row.sha256 == hashlib.sha256((p.dir / row.rel).read_bytes()).hexdigest(), row.rel
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -349,7 +368,7 @@ def raw_project(tmp_path, bank) -> Path:
     bank.put(tmp_path / "vids" / "real" / "a.mp4", PHOTOS[0])
     bank.put(tmp_path / "vids" / "fake" / "a_x.mp4", PHOTOS[0], 1)
     write_params(tmp_path, {"source": "folder", "root": "vids"})
-    assert run_cli(tmp_path, "download").rc == 0
+    assert run_stage(tmp_path, "download").rc == 0
     assert (tmp_path / "data" / "raw" / "videos.csv").is_file()
     return tmp_path
 
@@ -357,7 +376,7 @@ def raw_project(tmp_path, bank) -> Path:
 def test_download_root_that_does_not_exist(raw_project):
     before = snapshot(raw_project / "data")
     write_params(raw_project, {"source": "folder", "root": "no/such/folder"})
-    res = run_cli(raw_project, "download")
+    res = run_stage(raw_project, "download")
     line = only_line(res, "download")
     assert res.stderr.strip() == line  # nothing else on stderr
     assert "data.root = 'no/such/folder'" in line and "no such folder" in line
@@ -370,7 +389,7 @@ def test_console_script_root_that_does_not_exist(raw_project):
     exe = Path(sys.executable).parent / "fakeproof"
     before = snapshot(raw_project / "data")
     write_params(raw_project, {"source": "dfdc", "root": "missing_dfdc"})
-    proc = subprocess.run([str(exe), "download"], cwd=raw_project, capture_output=True, text=True,
+    proc = subprocess.run([str(exe), "download", *stage_paths("download")], cwd=raw_project, capture_output=True, text=True,
                           env={**os.environ, "DVC_NO_ANALYTICS": "1"})
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stdout == ""
@@ -382,7 +401,7 @@ def test_console_script_root_that_does_not_exist(raw_project):
 def test_bad_params_key(raw_project):
     before = snapshot(raw_project / "data")
     write_params(raw_project, {"source": "ffpp2"})
-    line = only_line(run_cli(raw_project, "download"), "download")
+    line = only_line(run_stage(raw_project, "download"), "download")
     assert "data.source = 'ffpp2'" in line and "params.yaml" in line
     assert snapshot(raw_project / "data") == before
 
@@ -393,7 +412,7 @@ def test_dfdc_malformed_metadata(raw_project, bank):
     (part / "metadata.json").write_text('{"aaaa.mp4": {"label": "REAL"},\n')
     before = snapshot(raw_project / "data")
     write_params(raw_project, {"source": "dfdc", "root": "dfdc"})
-    line = only_line(run_cli(raw_project, "download"), "download")
+    line = only_line(run_stage(raw_project, "download"), "download")
     assert "dfdc/dfdc_train_part_0/metadata.json: not valid JSON" in line
     assert snapshot(raw_project / "data") == before
 
@@ -406,7 +425,7 @@ def test_stage_without_its_input(raw_project, stage, missing):
     if stage == "extract_frames":
         (raw_project / "data" / "raw" / "videos.csv").unlink()
         before.pop("raw/videos.csv")
-    line = only_line(run_cli(raw_project, stage), stage)
+    line = only_line(run_stage(raw_project, stage), stage)
     assert f"{missing}: not found" in line
     assert snapshot(raw_project / "data") == before
     assert sorted(p.name for p in (raw_project / "data").iterdir()) == ["raw"]
@@ -463,7 +482,7 @@ def test_download_archive_with_parent_member(raw_project, http_folder, kind):
     archive = hostile_archive(folder, kind)
     before = snapshot(raw_project / "data")
     write_params(raw_project, {"source": "folder", "root": None, "url": f"{base}/{archive.name}"})
-    res = run_cli(raw_project, "download")
+    res = run_stage(raw_project, "download")
     line = only_line(res, "download")
     assert res.stderr.strip().splitlines()[-1] == line
     assert f"member '{'../' * 8 + ESCAPE}' contains '..'; refusing to extract" in line

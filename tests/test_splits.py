@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from fakeproof.config import SplitParams
+from fakeproof.errors import FakeproofError
 from fakeproof.splits import SplitError, assign_splits, check_no_leakage, run_split
 
 
@@ -93,3 +96,67 @@ def test_stage_drops_videos_without_faces(tmp_path) -> None:
     assert list(out.columns) == ["video_id", "label", "split", "group", "method", "source", "n_faces"]
     assert (out["n_faces"] == 3).all()
     assert stats["train"] + stats["val"] + stats["test"] == len(out) == 47
+
+
+def _stage_inputs(tmp_path, df: pd.DataFrame, faces_per_video: dict[str, int]) -> tuple:
+    df = df.copy()
+    for c, v in (("path", "x.mp4"), ("method", "m"), ("source", "s"), ("original", "")):
+        df[c] = v
+    df.to_csv(tmp_path / "videos.csv", index=False)
+    faces = pd.DataFrame({"video_id": [v for v, n in faces_per_video.items() for _ in range(n)]},
+                         dtype=str)
+    faces.to_csv(tmp_path / "faces.csv", index=False)
+    return tmp_path / "videos.csv", tmp_path / "faces.csv", tmp_path / "splits.csv"
+
+
+@pytest.mark.parametrize("split, missing", [("val", "fake"), ("test", "real")])
+def test_split_without_a_class_is_one_line(split, missing) -> None:
+    # One class per group, placed by official hints: the named split gets the other class only.
+    rows, other = [], {"fake": 0, "real": 1}[missing]
+    for g, (hint, label) in enumerate([("train", 0), ("train", 1), (split, other), (split, other),
+                                       ({"val": "test", "test": "val"}[split], 0),
+                                       ({"val": "test", "test": "val"}[split], 1)]):
+        rows += [{"video_id": f"g{g}_{k}", "label": label, "group": f"g{g}", "split_hint": hint}
+                 for k in range(2)]
+    with pytest.raises(SplitError) as e:
+        assign_splits(pd.DataFrame(rows), SplitParams())
+    have = {"fake": "4 real", "real": "4 fake"}[missing]
+    assert str(e.value) == (f"split {split!r} has no {missing} videos (only {have}; groups are "
+                            f"kept whole in one split): its AUC is undefined; add {missing} videos, "
+                            f"try another split.seed, or change split.{split}")
+    assert isinstance(e.value, FakeproofError)
+
+
+def test_stage_counts_faceless_videos_per_class(tmp_path, caplog) -> None:
+    df = table(12)  # labels: k 0, 1 real; k 2, 3 fake
+    faces = {v: 2 for v in df["video_id"]}
+    faces.update({"g000_0": 0, "g003_2": 0, "g004_3": 0})
+    df.loc[df["group"] == "g005", "split_hint"] = "exclude"
+    faces["g005_0"] = 0  # excluded by protocol: counted there, not as faceless
+    with caplog.at_level(logging.WARNING, logger="fakeproof.splits"):
+        stats = run_split(SplitParams(), *_stage_inputs(tmp_path, df, faces))
+    assert (stats["dropped_no_faces"], stats["dropped_no_faces_real"],
+            stats["dropped_no_faces_fake"], stats["excluded_by_protocol"]) == (3, 1, 2, 4)
+    assert stats["videos"] == 48 - 3 - 4
+    assert sum(c["real"] + c["fake"] for c in stats["classes"].values()) == stats["videos"]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["split: 3 videos without a detected face dropped (1 real, 2 fake; e.g. g000_0, "
+                     "g003_2, g004_3); see the crop_faces problems and faces.min_prob"]
+
+
+def test_stage_errors_are_one_line(tmp_path) -> None:
+    df = table(6)
+    videos, faces, out = _stage_inputs(tmp_path, df, {})
+    with pytest.raises(SplitError, match=r"faces.csv: no video has a detected face \(24 videos to "
+                                         r"split\); check the crop_faces problems") as e:
+        run_split(SplitParams(), videos, faces, out)
+    assert "\n" not in str(e.value)
+    faces.unlink()
+    with pytest.raises(SplitError, match=r"faces.csv: not found; run the crop_faces stage first"):
+        run_split(SplitParams(), videos, faces, out)
+    with pytest.raises(SplitError, match=r"videos.csv: not found; run the download stage first"):
+        run_split(SplitParams(), tmp_path / "nope" / "videos.csv", faces, out)
+    faces.write_text("key,frame\n")
+    with pytest.raises(SplitError, match=r"faces.csv: missing columns \['video_id'\]"):
+        run_split(SplitParams(), videos, faces, out)
+    assert not out.exists()

@@ -15,6 +15,10 @@ under its ``data.source`` name with :func:`register_source`. The video table has
 - ``split_hint``: ``train``/``val``/``test`` where an official split exists, ``exclude`` for
   videos the protocol drops (reported by the split stage), else empty
 - ``original``: video_id of the real clip whose face boxes a fake reuses, else empty
+
+The download stage appends :data:`FINGERPRINT` (``sha256``): the sha256 of the file's bytes, so
+that ``data/raw/videos.csv`` changes whenever a listed video does (see :mod:`fakeproof.ingest`).
+Sources do not produce it; :func:`validate_video_table` keeps it when present.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from fakeproof.errors import FakeproofError
 
 VIDEO_COLUMNS = ["video_id", "path", "label", "group", "method", "source", "split_hint", "original"]
 PROBLEM_COLUMNS = ["video_id", "path", "stage", "reason"]
+FINGERPRINT = "sha256"
+OPTIONAL_COLUMNS = [FINGERPRINT]
 SPLIT_HINTS = {"", "train", "val", "test", "exclude"}
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -63,11 +69,17 @@ def problems_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def validate_video_table(df: pd.DataFrame, where: str = "videos.csv") -> pd.DataFrame:
-    """Check and normalise a video table: columns, dtypes, unique safe ids, labels, hints."""
+    """Check and normalise a video table: columns, dtypes, unique safe ids, labels, hints.
+
+    Columns are :data:`VIDEO_COLUMNS` plus those of :data:`OPTIONAL_COLUMNS` present; others are
+    dropped.
+    """
     missing = [c for c in VIDEO_COLUMNS if c not in df.columns]
     if missing:
         raise SourceError(f"{where}: missing columns {missing}; expected {VIDEO_COLUMNS}")
-    df = df[VIDEO_COLUMNS].copy()
+    df = df[VIDEO_COLUMNS + [c for c in OPTIONAL_COLUMNS if c in df.columns]].copy()
+    if FINGERPRINT in df.columns:
+        df[FINGERPRINT] = df[FINGERPRINT].fillna("").astype(str)
     for c in ("video_id", "path", "group", "method", "source", "split_hint", "original"):
         df[c] = df[c].fillna("").astype(str)
     df["label"] = df["label"].astype(int)

@@ -19,16 +19,22 @@ split stage), by ``data.celebdf.exclude``:
 - ``clip`` (default): non-test videos made from the same source clip as a test video (the real
   ``idA_NNNN`` and every fake ``idA_*_NNNN``) share its footage, so they are excluded; test
   videos and those are grouped per source clip (``celebdf_clip_idA_NNNN``). The other Celeb videos
-  are grouped by target identity (``celebdf_id_idA``: a real ``idA_*`` and the fakes ``idA_*_*``
-  made on idA's clips), so train and val hold different target identities.
+  (the ones train and val share) are grouped by identity: the connected components of the identity
+  graph over them (a real ``idA_*`` is a node, a fake ``idA_idB_*`` joins its target idA and its
+  donor idB), named ``celebdf_ids_<smallest id>``. So no identity, target or donor, is in both
+  train and val. Face swaps link many identities, so these components are few and large (the
+  official test fakes alone link 55 identities into 4 components): val's share of videos can be
+  far from ``split.val``; the split stage reports the counts.
 - ``identity``: no identity of a test video appears outside test. Groups are the connected
   components of the identity graph (a real is a node, a fake idA_idB an edge); every non-test video
   in a component that holds a test video is excluded. This is the strictest protocol, but the
   official list covers 56 of the 59 celebrities, so it leaves almost no Celeb videos for training:
   it is offered for identity-disjoint evaluation, not as the default.
 
-The official protocol itself (as used in the literature) keeps the test identities in training;
-``clip`` removes the footage overlap, which is the part that leaks pixels. YouTube-real clips are
+The official protocol itself (as used in the literature) keeps the test identities in training:
+with ``clip``, test shares identities (not footage) with train and val, as in every published
+Celeb-DF result; ``clip`` removes the footage overlap, which is the part that leaks pixels, and
+``identity`` removes the identity overlap too. YouTube-real clips are
 one person each: every clip is its own group. A fake's ``original`` is the video_id of its target
 clip ``Celeb-real/idA_NNNN.mp4`` when present (face-box reuse).
 """
@@ -126,13 +132,18 @@ def build(params: DataParams, raw_dir: Path) -> SourceResult:
     real_ids = {r["vid"] for r in recs if r["kind"] == "real"}
     if mode == "clip":
         test_clips = {r["clip"] for r in recs if r["test"]}
+        free = UnionFind()  # identities of the videos train and val share, target and donor
+        for r in recs:
+            if r["kind"] != "yt" and r["clip"] not in test_clips:
+                for i in r["ids"]:
+                    free.union(r["ids"][0], i)
         for r in recs:
             if r["kind"] == "yt":
                 r["group"] = f"celebdf_yt_{r['clip'][1]}"
             elif r["clip"] in test_clips:
                 r["group"] = "celebdf_clip_{}_{}".format(*r["clip"])
             else:
-                r["group"] = f"celebdf_id_{r['ids'][0]}"
+                r["group"] = f"celebdf_ids_{free.find(r['ids'][0])}"
             touched = r["clip"] in test_clips
             r["hint"] = "test" if r["test"] else ("exclude" if touched else "")
     else:
@@ -159,6 +170,12 @@ def build(params: DataParams, raw_dir: Path) -> SourceResult:
                               r["hint"], original))
     df = videos_frame(rows, f"data.root = {params.root!r} (celebdf)")
     n_ex = int((df["split_hint"] == "exclude").sum())
+    ids = df[df["group"].str.startswith("celebdf_ids_") & (df["split_hint"] == "")]
+    if len(ids):
+        sizes = ids["group"].value_counts()
+        log.info("celebdf: train/val Celeb videos form %d identity groups (target and donor kept "
+                 "together); the largest holds %d of %d videos", len(sizes), int(sizes.iloc[0]),
+                 len(ids))
     log.info("celebdf: %d of %d listed test videos found; %d non-test videos excluded "
              "(data.celebdf.exclude = %s: they share %s with a test video)",
              int((df["split_hint"] == "test").sum()), len(test), n_ex, mode,

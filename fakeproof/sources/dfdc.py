@@ -13,10 +13,21 @@ every public training part) and does not make a held-out split, so ``split_hint`
 the split stage shares the groups out. Files listed but absent, files present but unlisted (no
 label), duplicate names across parts and fakes without ``original`` are reported as problems;
 a malformed ``metadata.json`` raises :class:`SourceError` naming it.
+
+What the default grouping does not do: DFDC's metadata has no actor ids, and one paid actor
+appears in many original clips, so the same person can land in train and test (their clips are
+apart, their face is not). ``data.dfdc.groups`` names a CSV with header ``video,group`` (a video
+is its file name ``abc.mp4``, its stem ``abc`` or its video_id ``dfdc_abc``), e.g. actor clusters
+from face clustering: every video of a user group shares one split, on top of the fake-with-its-
+original rule (the two are merged, so the file can join groups, never separate a fake from its
+original). Videos the file does not list keep the default grouping; rows naming videos not in
+the table (another part, say) are ignored; both are counted in the log. A relative path is read
+from the current directory (the project root), as ``data.root`` is.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import time
@@ -86,6 +97,76 @@ def read_metadata(path: Path) -> dict[str, dict]:
     return out
 
 
+def read_groups(path: Path) -> dict[str, str]:
+    """A ``video,group`` CSV as ``{video: group}`` (SourceError naming file and line if bad)."""
+    if not path.is_file():
+        raise SourceError(f"data.dfdc.groups = {str(path)!r}: no such file; give a CSV with "
+                          "header video,group or set data.dfdc.groups: null")
+    out: dict[str, str] = {}
+    where: dict[str, int] = {}
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = None
+            for rec in reader:
+                n = reader.line_num
+                if not rec or all(not c.strip() for c in rec):
+                    continue
+                if header is None:
+                    header = [c.strip().lower() for c in rec]
+                    if header != ["video", "group"]:
+                        raise SourceError(f"{path}:{n}: header {','.join(rec)!r}; expected "
+                                          "video,group (data.dfdc.groups)")
+                    continue
+                if len(rec) != 2:
+                    raise SourceError(f"{path}:{n}: {len(rec)} columns; expected 2 (video,group)")
+                video, group = rec[0].strip(), rec[1].strip()
+                if not video or not group:
+                    raise SourceError(f"{path}:{n}: empty video or group")
+                if video in out and out[video] != group:
+                    raise SourceError(f"{path}:{n}: {video} is in group {group!r} here and in "
+                                      f"{out[video]!r} at line {where[video]}; give one group")
+                out[video], where[video] = group, n
+    except UnicodeDecodeError:
+        raise SourceError(f"{path}: not UTF-8 text; save the CSV as UTF-8") from None
+    except csv.Error as e:
+        raise SourceError(f"{path}: not a valid CSV ({e})") from None
+    if header is None:
+        raise SourceError(f"{path}: empty; give a CSV with header video,group")
+    return out
+
+
+def _apply_groups(path: Path, entries: dict[str, dict], uf: UnionFind) -> None:
+    """Merge the user's groups into ``uf`` (keys: file names of ``entries``) and log the counts."""
+    groups = read_groups(path)
+    lookup: dict[str, str] = {}
+    for name in entries:
+        stem = Path(name).stem
+        for alias in (name, stem, safe_id(NAME, stem)):
+            lookup.setdefault(alias, name)
+    first: dict[str, str] = {}
+    listed: set[str] = set()
+    unknown = []
+    for video, group in groups.items():
+        name = lookup.get(video)
+        if name is None:
+            unknown.append(video)
+            continue
+        listed.add(name)
+        if group in first:
+            uf.union(first[group], name)
+        else:
+            first[group] = name
+    log.info("dfdc: data.dfdc.groups = %s: %d user groups over %d videos merged into the "
+             "grouping", path, len(first), len(listed))
+    if len(listed) < len(entries):
+        log.warning("dfdc: %d of %d videos are not in %s; they keep the default grouping (a fake "
+                    "with its original) only", len(entries) - len(listed), len(entries), path)
+    if unknown:
+        log.warning("dfdc: %d rows of %s name videos not in the table (e.g. %s); ignored",
+                    len(unknown), path, unknown[0])
+
+
 @register_source(NAME)
 def build(params: DataParams, raw_dir: Path) -> SourceResult:
     """The DFDC video table; fakes grouped with their originals across parts."""
@@ -114,6 +195,8 @@ def build(params: DataParams, raw_dir: Path) -> SourceResult:
         uf.add(name)
         if e["label"] == 1 and e["original"]:
             uf.union(name, e["original"])
+    if params.dfdc.groups:
+        _apply_groups(Path(params.dfdc.groups).expanduser(), entries, uf)
     rows = []
     for name in sorted(entries):
         e = entries[name]
