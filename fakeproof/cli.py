@@ -56,26 +56,49 @@ def cmd_split(args: argparse.Namespace) -> dict:
                      Path(args.out))
 
 
+def _data_parallel(args: argparse.Namespace, params) -> Optional[dict]:
+    """With ``train.nproc > 1`` outside a process group, re-run this stage under torch's elastic
+    launcher (one process per rank) and return its outcome; else None (train here)."""
+    from fakeproof.runtime import in_process_group, launch_data_parallel
+
+    if params.train.nproc <= 1 or in_process_group():
+        return None
+    code = launch_data_parallel(params.train.nproc, ["-m", "fakeproof", *args.argv])
+    if code != 0:
+        raise ParamsError(f"train.nproc = {params.train.nproc}: the data-parallel run failed "
+                          f"(exit {code}); see the log above")
+    return {"nproc": params.train.nproc}
+
+
 def cmd_pretrain(args: argparse.Namespace) -> dict:
     from fakeproof.train import run_pretrain
 
-    return run_pretrain(load_params(args.params), _data(args), Path(args.out), Path(args.metrics),
-                        Path(args.curve), Path(args.tensorboard))
+    params = load_params(args.params)
+    launched = _data_parallel(args, params)
+    if launched is not None:
+        return launched
+    return run_pretrain(params, _data(args), Path(args.out), Path(args.metrics),
+                        Path(args.curve), Path(args.tensorboard), Path(args.resume))
 
 
 def cmd_adv_finetune(args: argparse.Namespace) -> dict:
     from fakeproof.train import run_adv_finetune
 
-    return run_adv_finetune(load_params(args.params), _data(args), Path(args.clean), Path(args.out),
-                            Path(args.metrics), Path(args.curve), Path(args.tensorboard))
+    params = load_params(args.params)
+    launched = _data_parallel(args, params)
+    if launched is not None:
+        return launched
+    return run_adv_finetune(params, _data(args), Path(args.clean), Path(args.out),
+                            Path(args.metrics), Path(args.curve), Path(args.tensorboard),
+                            Path(args.resume))
 
 
-def _named_checkpoints(specs: Sequence[str]) -> dict[str, Path]:
+def _named_checkpoints(specs: Sequence[str], flag: str = "--checkpoint") -> dict[str, Path]:
     out: dict[str, Path] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
-            raise ParamsError(f"--checkpoint {spec!r}: use NAME=PATH, e.g. --checkpoint mine=models/x.pt")
+            raise ParamsError(f"{flag} {spec!r}: use NAME=PATH, e.g. {flag} mine=models/x.pt")
         out[name] = Path(path)
     return out
 
@@ -97,7 +120,33 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
                 raise ParamsError(f"eval.cross = {params.eval.cross!r}: {p} not found; point it at "
                                   "another run's data/ folder (faces.lmdb, faces.csv, splits.csv)")
     return run_evaluate(params, _data(args), checkpoints, Path(args.headline), Path(args.detail),
-                        Path(args.plots), cross)
+                        Path(args.plots), cross, out_corruptions=Path(args.corruptions))
+
+
+def cmd_ensemble(args: argparse.Namespace) -> dict:
+    from fakeproof.ensemble import run_ensemble
+
+    return run_ensemble(load_params(args.params), _data(args),
+                        _named_checkpoints(args.member or [], "--member"), Path(args.out),
+                        Path(args.metrics), Path(args.headline), Path(args.plots))
+
+
+def cmd_compare(args: argparse.Namespace) -> dict:
+    from dataclasses import replace
+
+    from fakeproof.compare import default_data, print_result, run_compare
+    from fakeproof.config import parse_fraction
+
+    params = load_params(args.params)
+    given = [args.store, args.faces, args.splits]
+    if any(given) and not all(given):
+        raise ParamsError("compare: give --store, --faces and --splits together, or none "
+                          "(then dvc.yaml's paths)")
+    data = _data(args) if all(given) else default_data()
+    ep = params.eval if args.bootstrap is None else replace(params.eval, bootstrap=args.bootstrap)
+    print_result(run_compare(args.a, args.b, data, ep, parse_fraction(args.eps, "--eps")),
+                 args.json)
+    return {}
 
 
 def cmd_detect(args: argparse.Namespace) -> dict:
@@ -116,6 +165,12 @@ def cmd_models(args: argparse.Namespace) -> dict:
     return {}
 
 
+def cmd_report(args: argparse.Namespace) -> dict:
+    from fakeproof.report import run_report
+
+    return run_report(args.base)
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], dict], str]] = {
     "download": (cmd_download, "fetch or generate the dataset; write data/raw/videos.csv"),
     "extract_frames": (cmd_extract_frames, "sample frames from every video with ffmpeg"),
@@ -124,8 +179,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], dict], str]] = {
     "pretrain": (cmd_pretrain, "clean training with model selection on val"),
     "adv_finetune": (cmd_adv_finetune, "PGD adversarial fine-tuning of the clean model"),
     "evaluate": (cmd_evaluate, "clean and adversarial metrics over the eps sweep on test"),
+    "ensemble": (cmd_ensemble, "fuse checkpoints (weights fitted on val); attack the fused logit"),
+    "compare": (cmd_compare, "two checkpoints or experiments on the same test videos, with p-values"),
     "detect": (cmd_detect, "score videos or images with a trained checkpoint"),
     "models": (cmd_models, "list the registered detectors"),
+    "report": (cmd_report, "Markdown: changed headline metrics and plots against a git revision"),
 }
 
 
@@ -133,7 +191,8 @@ _DATA = (("--store", "face store (LMDB folder)"), ("--faces", "face index CSV"),
          ("--splits", "split table CSV"))
 _TRAIN_OUTS = (("--out", "checkpoint to write"), ("--metrics", "metrics JSON to write"),
                ("--curve", "per-epoch curve CSV to write"),
-               ("--tensorboard", "TensorBoard log folder (scratch, not a DVC out)"))
+               ("--tensorboard", "TensorBoard log folder (scratch, not a DVC out)"),
+               ("--resume", "resume state file (scratch, not a DVC out; deleted on success)"))
 #: The path arguments of each stage, all required: dvc.yaml is the one place that names paths.
 STAGE_ARGS: dict[str, tuple[tuple[str, str], ...]] = {
     "download": (("--out", "raw data folder to write (holds videos.csv)"),),
@@ -146,6 +205,11 @@ STAGE_ARGS: dict[str, tuple[tuple[str, str], ...]] = {
     "adv_finetune": _DATA + (("--clean", "the pretrained checkpoint"),) + _TRAIN_OUTS,
     "evaluate": _DATA + (("--headline", "headline metrics JSON to write"),
                          ("--detail", "detail metrics JSON to write"),
+                         ("--plots", "plots folder to write"),
+                         ("--corruptions", "common-corruption metrics JSON to write")),
+    "ensemble": _DATA + (("--out", "ensemble checkpoint to write"),
+                         ("--metrics", "detail metrics JSON to write"),
+                         ("--headline", "headline metrics JSON to write"),
                          ("--plots", "plots folder to write")),
 }
 
@@ -162,6 +226,21 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "evaluate":
             p.add_argument("--checkpoint", action="append", metavar="NAME=PATH", required=True,
                            help="a checkpoint to evaluate under NAME (repeatable)")
+        if name == "ensemble":
+            p.add_argument("--member", action="append", metavar="NAME=PATH", required=True,
+                           help="a member checkpoint under NAME (repeatable)")
+        if name == "compare":
+            p.add_argument("a", metavar="A", help="checkpoint file, or dvc experiment / git "
+                           "revision (NAME or NAME:PATH; PATH default: dvc.yaml's path.robust)")
+            p.add_argument("b", metavar="B", help="the other one; differences are B - A")
+            p.add_argument("--eps", default="4/255", help="PGD eps for the attacked comparison "
+                           "(0: clean only); default 4/255")
+            p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+            p.add_argument("--bootstrap", type=int, help="bootstrap draws (default: eval.bootstrap)")
+            for flag, what in _DATA:
+                p.add_argument(flag, help=f"test {what} (default: dvc.yaml's vars)")
+        if name == "report":
+            p.add_argument("--base", default="main", help="git revision to compare with (default: main)")
         if name == "detect":
             p.add_argument("inputs", nargs="+", metavar="PATH",
                            help="videos, images, or folders of them (recursive)")
@@ -180,7 +259,9 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     _setup_logging(args.verbose)
     fn = COMMANDS[args.command][0]
     t0 = time.perf_counter()
@@ -190,7 +271,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"fakeproof {args.command}: error: {msg}", file=sys.stderr)
         return 2
-    if args.command not in ("detect", "models"):
+    if args.command not in ("detect", "models", "report", "compare"):
         log.info("stage %s done in %.1fs: %s", args.command, time.perf_counter() - t0,
                  _summary(stats))
     return 0

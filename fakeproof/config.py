@@ -24,6 +24,14 @@ import yaml
 from fakeproof.errors import FakeproofError
 
 PARAMS_FILE = "params.yaml"
+#: The common corruptions of ``eval.corruptions``, listed once (fakeproof/corruptions/ registers
+#: exactly these; kept here so that the loader validates names without importing torch).
+CORRUPTION_NAMES = ("jpeg", "h264", "gaussian_noise", "salt_pepper", "gaussian_blur", "brightness",
+                    "contrast", "downscale")
+#: The training augmentation presets of ``train.augment`` (fakeproof/augment.py defines them).
+AUGMENT_PRESETS = ("none", "light", "standard", "strong")
+CorruptionName = Literal[CORRUPTION_NAMES]
+AugmentPreset = Literal[AUGMENT_PRESETS]
 
 
 class ParamsError(FakeproofError, ValueError):
@@ -186,10 +194,16 @@ class TrainParams:
     weight_decay: float = Num(1e-4, 0.0, 1.0)
     loss: Literal["balanced_bce", "bce"] = "balanced_bce"
     patience: int = Num(5, 1, 10000, "epochs without val AUC gain before early stop")
-    augment: bool = True
+    augment: AugmentPreset = "light"  # none | light | standard | strong (fakeproof/augment.py)
+    grad_accum: int = Num(1, 1, 4096, "micro-batches of train.batch_size per optimiser step: the "
+                                      "update of an N times larger batch (up to BatchNorm statistics)")
     seed: int = Num(0, 0)
-    num_workers: int = Num(0, 0, 64)
+    num_workers: int = Num(-1, -1, 64, "loader workers; -1 = auto (none on the CPU, up to 8 on CUDA)")
     threads: int = Num(2, 1, 256)
+    device: str = field(default="auto", metadata={"doc": "auto | cpu | cuda | cuda:N"})
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    deterministic: bool = True
+    nproc: int = Num(1, 1, 1024, "data-parallel training processes on this machine (DDP)")
 
 
 @dataclass(frozen=True)
@@ -235,6 +249,20 @@ class EvalParams:
     gallery: int = Num(6, 0, 100)
     cross: Optional[str] = None
     seed: int = Num(0, 0)
+    corruptions: list[CorruptionName] = Opt(lambda: list(CORRUPTION_NAMES),
+                                            "common corruptions swept on test (fakeproof/corruptions)")
+    corruption_severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5], metadata={
+        "lo": 1, "hi": 5, "doc": "severities 1-5 of every corruption (levels in fakeproof/corruptions)"})
+    calibrate: bool = True  # report ECE with the checkpoint's temperature; false: temperature 1
+
+
+@dataclass(frozen=True)
+class EnsembleParams:
+    """The ensemble stage (fakeproof/ensemble.py): which checkpoints, and how their logits fuse."""
+
+    members: list[str] = Opt(list, "names of the stage's --member checkpoints (dvc.yaml passes "
+                                   "clean and robust); empty = every one")
+    fit: Literal["logloss", "equal"] = "logloss"  # simplex weights minimising val log loss, or 1/k
 
 
 @dataclass(frozen=True)
@@ -247,6 +275,8 @@ class Params:
     train: TrainParams
     adv: AdvParams
     eval: EvalParams
+    ensemble: EnsembleParams = Opt(EnsembleParams, "optional: mappings written before it existed "
+                                                   "(checkpoint recipes) load with its defaults")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -375,7 +405,12 @@ def params_from_dict(raw: Any, source: str = PARAMS_FILE) -> Params:
             raise ParamsError(f"{unknown[0]}: unknown section; allowed sections: {', '.join(sections)}")
         hints = typing.get_type_hints(Params)
         kwargs = {}
+        optional = {f.name for f in dataclasses.fields(Params)
+                    if f.default_factory is not dataclasses.MISSING}  # type: ignore[misc]
         for name in sections:
+            if name not in raw and name in optional:
+                kwargs[name] = _build(hints[name], {}, name)
+                continue
             if name not in raw:
                 raise ParamsError(f"{name}: missing section; add '{name}:' (see README, Parameters)")
             kwargs[name] = _build(hints[name], raw[name], name)
@@ -392,11 +427,19 @@ def _check_cross(sections: dict) -> None:
         raise ParamsError(f"split.train + split.val + split.test = {total:g}: must sum to 1")
     if len(sections["faces"].thresholds) != 3:
         raise ParamsError("faces.thresholds: give three MTCNN thresholds, e.g. [0.6, 0.7, 0.7]")
+    device = sections["train"].device
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ParamsError(f"train.device = {device!r}: not allowed; use auto, cpu, cuda or cuda:N")
     ev = sections["eval"]
     if not ev.eps:
         raise ParamsError("eval.eps: empty; give a list such as [0, 2/255, 4/255, 8/255]")
     if not any(abs(e - ev.headline_eps) < 1e-12 for e in ev.eps):
         raise ParamsError(f"eval.headline_eps = {ev.headline_eps:.6g}: not in eval.eps; add it there")
+    for key in ("corruptions", "corruption_severities"):
+        values = list(getattr(ev, key))
+        dup = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if dup is not None:
+            raise ParamsError(f"eval.{key}: {dup!r} is listed twice; list each once")
     adv = sections["adv"]
     if adv.select_steps <= adv.steps:
         raise ParamsError(f"adv.select_steps = {adv.select_steps}: must exceed adv.steps = "

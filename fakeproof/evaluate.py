@@ -20,15 +20,29 @@ For every model (``clean``, ``robust`` and any ``--checkpoint NAME=PATH``):
    as strong as FGSM; APGD at least as strong as PGD; a gradient-free attack (Square) beating the
    gradient attacks (gradient masking); robust accuracy above chance at a large eps (>= 16/255);
    a collapsed model (logit spread far below the first model's, or most scores at the threshold).
+5. **Common corruptions** (:mod:`fakeproof.corruption_sweep`): every test video under every
+   corruption of ``eval.corruptions`` at every ``eval.corruption_severities`` (JPEG, real h264
+   re-encoding, noise, blur, brightness, contrast, downscaling; :mod:`fakeproof.corruptions`),
+   frame and video AUC and balanced accuracy with video-resampled intervals, and their mean
+   ``mean_corruption_auc`` (frame AUC over every corruption and severity) with its interval. A
+   video ffmpeg cannot re-encode is skipped for that cell and counted (``skipped_videos``).
+6. **Calibration** (:mod:`fakeproof.calibration`): ECE (15 bins), Brier score and log loss of
+   P(fake) on the whole test split, with the temperature fitted on val and stored in the
+   checkpoint's recipe (1.0 when it has none or ``eval.calibrate`` is false) and without it. The
+   other metrics keep temperature 1 (AUC cannot change; balanced accuracy at 0.5 does not).
 
 Outputs (paths from dvc.yaml): the headline metrics file (small, for ``dvc metrics diff`` and
-``dvc exp show``), the detail JSON, plot tables and a PNG gallery of adversarial examples.
+``dvc exp show``), the detail JSON, the corruption JSON (``{model: {corruption: {severity:
+{auc, auc_lo, auc_hi, bacc, bacc_lo, bacc_hi, video_*, videos, skipped_videos}}}}``), plot tables
+(one per corruption, AUC against severity; a reliability table per model) and a PNG gallery of
+adversarial examples.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -43,7 +57,10 @@ from tqdm import tqdm
 
 from fakeproof.attacks import Budget, check_attack_names, get_attack, resolve_budget
 from fakeproof.bootstrap import video_bootstrap
+from fakeproof.calibration import ECE_BINS, calibration_report, reliability_table
 from fakeproof.config import EvalParams, Params, as_dict
+from fakeproof.corruption_sweep import Sweep, corrupted_logits, mean_auc_interval
+from fakeproof.corruptions import LEVELS
 from fakeproof.data import DataPaths, FaceDataset, make_loader
 from fakeproof.errors import EvaluationError
 from fakeproof.gallery import save_gallery
@@ -51,6 +68,7 @@ from fakeproof.io import write_csv, write_json
 from fakeproof.metrics import aggregate_videos, attack_success_rate, binary_metrics, roc_points, score_spread
 from fakeproof.models import load_checkpoint
 from fakeproof.predict import as_logit_array, logits_of, proba
+from fakeproof.runtime import resolve_device
 from fakeproof.sanity import sanity_flags
 
 log = logging.getLogger(__name__)
@@ -185,8 +203,10 @@ def attacked_logits(model: nn.Module, ds: FaceDataset, sample: Sample, attack: s
     spec = get_attack(attack)
     wanted = set(int(k) for k in keep)
     out, kept = [], []
+    device = next(model.parameters()).device
     for start, x, y in _batches(ds, sample.index, ep.batch_size):
         seed = attack_seed(ep.seed, attack, eps, str(sample.frames["key"].iloc[start]))
+        x, y = x.to(device), y.to(device)
         adv = spec.fn(model, x, y, eps=eps, **spec.options(budget, seed))
         with torch.no_grad():
             out.append(as_logit_array(model(adv)))
@@ -209,7 +229,7 @@ def evaluate_model(name: str, model: nn.Module, ds: FaceDataset, ep: EvalParams,
     budget = eval_budget(ep)
     frames = ds.frames.reset_index(drop=True)
     clean_logits, labels = logits_of(model, make_loader(ds, ep.batch_size, shuffle=False),
-                                     f"{name} clean")
+                                     f"{name} clean", next(model.parameters()).device)
     test_clean = level_metrics(frames, clean_logits, ep.video_agg, ep.bootstrap, ep.seed)
     sample = choose_sample(frames, ep.attack_videos, ep.seed)
     sub_labels = sample.frames["label"].to_numpy()
@@ -257,6 +277,7 @@ def evaluate_model(name: str, model: nn.Module, ds: FaceDataset, ep: EvalParams,
     return {"test_clean": test_clean, "sample_clean": sample_clean, "attacks": detail,
             "robust": robust, "sanity": flags, "spread": spread, "table": table, "rocs": rocs,
             "gallery": gallery, "sample": sample, "sample_clean_probs": proba(sub_clean),
+            "clean_logits": clean_logits,
             "budget": as_dict(budget), "n_frames": len(frames),
             "n_videos": int(frames["video_id"].nunique())}
 
@@ -306,14 +327,84 @@ def _detail(r: dict[str, Any]) -> dict[str, Any]:
                        "faces": int(len(r["sample"].index)), "strata": r["sample"].strata}}
 
 
+# --------------------------------------------------------------------------------------------
+# common corruptions and calibration
+# --------------------------------------------------------------------------------------------
+_CI = ("auc", "auc_lo", "auc_hi", "bacc", "bacc_lo", "bacc_hi")
+
+
+def corruption_results(frames: pd.DataFrame, sweep: Sweep, results: dict[str, dict],
+                       ep: EvalParams) -> tuple[dict, dict, dict[str, pd.DataFrame]]:
+    """Metrics per model, corruption and severity (frame ``auc``/``bacc`` and ``video_*``, with
+    video-resampled intervals; ``videos`` scored and ``skipped_videos``), the mean over the cells
+    of frame AUC with its interval per model, and one plot table per corruption (severity 0: the
+    clean test metrics)."""
+    frames = frames.reset_index(drop=True)
+    n_videos = int(frames["video_id"].nunique())
+    out: dict[str, dict] = {m: {} for m in results}
+    means: dict[str, dict] = {}
+    tables: dict[str, pd.DataFrame] = {}
+    for m, r in results.items():
+        cells = []
+        for c in ep.corruptions:
+            for s in ep.corruption_severities:
+                z = sweep.logits[(c, s)][m]
+                ok = np.isfinite(z)
+                skipped = len(sweep.skipped[(c, s)])
+                cell: dict[str, Any] = {k: None for k in _CI + tuple(f"video_{k}" for k in _CI)}
+                cell.update(videos=n_videos - skipped, skipped_videos=skipped)
+                if ok.any() and frames.loc[ok, "label"].nunique() == 2:
+                    lm = level_metrics(frames[ok].reset_index(drop=True), z[ok], ep.video_agg,
+                                       ep.bootstrap, ep.seed)
+                    cell.update({k: lm["frame"][k] for k in _CI})
+                    cell.update({f"video_{k}": lm["video"][k] for k in _CI})
+                out[m].setdefault(c, {})[str(s)] = cell
+                cells.append(z)
+        means[m] = mean_auc_interval(frames["label"].to_numpy(), frames["video_id"].to_numpy(),
+                                     cells, n_boot=ep.bootstrap, seed=ep.seed)
+    for c in ep.corruptions:
+        rows = []
+        for s in [0, *ep.corruption_severities]:
+            row: dict[str, Any] = {"severity": s}
+            for m, r in results.items():
+                f, v = ((r["test_clean"]["frame"], r["test_clean"]["video"]) if s == 0 else
+                        ({k: out[m][c][str(s)][k] for k in ("auc", "bacc")},
+                         {k: out[m][c][str(s)][f"video_{k}"] for k in ("auc", "bacc")}))
+                row.update({f"{m}_auc": f["auc"], f"{m}_bacc": f["bacc"],
+                            f"{m}_video_auc": v["auc"], f"{m}_video_bacc": v["bacc"]})
+            rows.append(row)
+        tables[c] = pd.DataFrame(rows)
+    return out, means, tables
+
+
+def checkpoint_temperature(meta: Any, calibrate: bool) -> float:
+    """The logit temperature of a checkpoint's recipe (fitted on val by training); 1.0 when it has
+    none, when it is not a positive number, or when ``eval.calibrate`` is false."""
+    recipe = meta.get("recipe") if isinstance(meta, dict) else None
+    t = recipe.get("temperature") if isinstance(recipe, dict) else None
+    if not calibrate or isinstance(t, bool) or not isinstance(t, (int, float)):
+        return 1.0
+    return float(t) if math.isfinite(t) and t > 0 else 1.0
+
+
+def reliability_plot(logits: np.ndarray, labels: np.ndarray, temperature: float) -> pd.DataFrame:
+    """The reliability diagram's points: non-empty bins of P(fake) (with the temperature), their
+    mean P(fake), share of fakes and count, and ``ideal`` (= mean P(fake), the diagonal)."""
+    t = reliability_table(proba(logits, temperature), labels, ECE_BINS)
+    t = t[t["count"] > 0].reset_index(drop=True)
+    t["ideal"] = t["mean_prob"]
+    return t[["bin", "lo", "hi", "count", "mean_prob", "frac_fake", "ideal", "gap"]]
+
+
 def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path], out_headline: Path,
-                 out_detail: Path, plots_dir: Path, cross: Optional[DataPaths] = None
-                 ) -> dict[str, Any]:
+                 out_detail: Path, plots_dir: Path, cross: Optional[DataPaths] = None,
+                 out_corruptions: Optional[Path] = None) -> dict[str, Any]:
     """The evaluate stage (see the module docstring)."""
     ep = params.eval
     check_attack_names(list(ep.attacks))
     torch.manual_seed(ep.seed)
     torch.set_num_threads(params.train.threads)
+    device = resolve_device(params.train.device)  # attacks craft in float32 on the model's device
     t0 = time.perf_counter()
     ds = FaceDataset(paths.store, paths.faces_csv, paths.splits_csv, "test")
     if len(ds) == 0:
@@ -323,9 +414,14 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
         raise EvaluationError(f"{paths.splits_csv}: the test split holds only one class; AUC and "
                               "balanced accuracy need real and fake test videos")
     results: dict[str, dict] = {}
+    models: dict[str, nn.Module] = {}
+    temperatures: dict[str, float] = {}
     ref_spread: Optional[float] = None
     for name, path in checkpoints.items():
-        model, _ = load_checkpoint(path)
+        model, meta = load_checkpoint(path)
+        models[name] = model
+        temperatures[name] = checkpoint_temperature(meta, ep.calibrate)
+        model.to(device)
         for p in model.parameters():
             p.requires_grad_(False)
         results[name] = evaluate_model(name, model, ds, ep, ref_spread, keep=ep.gallery)
@@ -339,19 +435,44 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
                                   "fake faces")
         for name, path in checkpoints.items():
             model, _ = load_checkpoint(path)
+            model.to(device)
             for p in model.parameters():
                 p.requires_grad_(False)
             r = evaluate_model(f"{name}@cross", model, cds, ep)
             cross_out[name] = {"headline": headline(r, ep), **_detail(r)}
 
+    frames = ds.frames.reset_index(drop=True)
+    corr: dict[str, dict] = {name: {} for name in results}
+    corr_means: dict[str, dict] = {}
+    corr_tables: dict[str, pd.DataFrame] = {}
+    skipped: dict[str, dict] = {}
+    if ep.corruptions:
+        sweep = corrupted_logits(models, ds, list(ep.corruptions), list(ep.corruption_severities),
+                                 seed=ep.seed, batch_size=ep.batch_size)
+        corr, corr_means, corr_tables = corruption_results(frames, sweep, results, ep)
+        skipped = {c: {str(s): len(sweep.skipped[(c, s)]) for s in ep.corruption_severities}
+                   for c in ep.corruptions}
+    calib = {name: calibration_report(r["clean_logits"], ds.labels, temperatures[name])
+             for name, r in results.items()}
+
     first = results[next(iter(results))]
     head: dict[str, Any] = {name: headline(r, ep) for name, r in results.items()}
+    for name, m in corr_means.items():
+        head[name].update({"mean_corruption_auc": m["auc"], "mean_corruption_auc_lo": m["auc_lo"],
+                           "mean_corruption_auc_hi": m["auc_hi"]})
     head["eps"] = eps_label(ep.headline_eps)
     head["sanity_ok"] = all(r["sanity"]["ok"] for r in results.values())
     if cross_out:
         head["cross"] = {n: c["headline"] for n, c in cross_out.items()}
     detail: dict[str, Any] = {
-        "models": {name: _detail(r) for name, r in results.items()},
+        "models": {name: {**_detail(r),
+                          **{k: calib[name][k] for k in ("ece", "ece_uncalibrated", "brier",
+                                                         "temperature")},
+                          "calibration": calib[name],
+                          "corruptions": {"mean_corruption_auc": corr_means.get(name),
+                                          "skipped_videos": skipped}}
+                   for name, r in results.items()},
+        "corruption_levels": {c: list(LEVELS[c]) for c in ep.corruptions},
         "test_faces": first["n_frames"], "test_videos": first["n_videos"],
         "params": {k: v for k, v in as_dict(ep).items() if k != "cross"},
         "budget": first["budget"],
@@ -360,6 +481,8 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
         detail["cross"] = cross_out
     write_json(out_detail, detail)
     write_json(out_headline, head, digits=4)
+    if out_corruptions is not None:
+        write_json(out_corruptions, corr)
 
     plots_dir = Path(plots_dir)
     tables = pd.concat([r["table"] for r in results.values()], ignore_index=True)
@@ -369,6 +492,10 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
     for name, r in results.items():
         for kind, roc in r["rocs"].items():
             write_csv(plots_dir / "roc" / f"{name}_{kind}.csv", roc)
+        write_csv(plots_dir / "reliability" / f"{name}.csv",
+                  reliability_plot(r["clean_logits"], ds.labels, temperatures[name]))
+    for c, table in corr_tables.items():
+        write_csv(plots_dir / "corruptions" / f"{c}.csv", table)
     save_gallery(plots_dir / "gallery.png", ds, results, ep, gallery_positions, eps_label)
     log.info("evaluate: %d models, %d attacks x %d eps; sanity %s; %.1fs", len(results),
              len(ep.attacks), len(ep.eps), "ok" if head["sanity_ok"] else "FLAGGED",

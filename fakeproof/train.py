@@ -17,15 +17,20 @@
   stays clean and the rest is replaced by L-inf PGD examples (``adv.eps``, ``adv.alpha``,
   ``adv.steps``, random start) crafted against the current weights in eval mode (BatchNorm running
   statistics are used while attacking and left untouched by it).
-- Determinism: seeded generators, ``torch.use_deterministic_algorithms(True)``, fixed thread count.
+- Where and how (:mod:`fakeproof.runtime`): ``train.device``, ``train.amp`` (attacks always craft
+  in float32), ``train.deterministic``, ``train.nproc`` (DistributedDataParallel, rank 0 scores,
+  logs and writes). Every epoch reseeds its shuffle, dropout and attack starts from
+  ``(seed, epoch)`` and ends with a resume state (:mod:`fakeproof.resume`): a killed stage re-run
+  continues from its last completed epoch and ends with the same bytes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -33,10 +38,16 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
+from fakeproof import resume as resume_mod
+from fakeproof import runtime
+from fakeproof.runtime import Runtime
+
 from fakeproof.config import AdvParams, Params, TrainParams, as_dict
-from fakeproof.data import DataPaths, FaceDataset, make_loader
+from fakeproof.data import DataPaths, FaceDataset, collate_faces, make_loader
+from fakeproof.data import _worker_init as worker_init
 from fakeproof.errors import TrainingError
 from fakeproof.io import write_csv, write_json
 from fakeproof.metrics import best_threshold, binary_metrics
@@ -46,12 +57,16 @@ from fakeproof.recipe import build_recipe
 
 log = logging.getLogger(__name__)
 
+#: loss of one batch: (model to train, unwrapped model for crafting, images, labels, the epoch's
+#: generator, class weights)
+StepLoss = Callable[[nn.Module, nn.Module, torch.Tensor, torch.Tensor, torch.Generator, torch.Tensor],
+                    torch.Tensor]
 
-def setup_determinism(seed: int, threads: int) -> None:
-    """Seed torch and fix threads and algorithms so a re-run gives the same weights."""
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True, warn_only=False)
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's shuffle, dropout and attack starts: every epoch can be replayed
+    alone (what a resumed run needs), as ``DistributedSampler.set_epoch`` does for shuffles."""
+    return (int(seed) * 1_000_003 + int(epoch)) % (2 ** 63)
 
 
 def class_weights(labels: np.ndarray, loss: str) -> torch.Tensor:
@@ -68,80 +83,163 @@ def class_weights(labels: np.ndarray, loss: str) -> torch.Tensor:
 
 
 def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    w = weights[labels.long()]
-    loss = nn.functional.binary_cross_entropy_with_logits(logits.reshape(-1), labels.float(),
+    w = weights.to(logits.device)[labels.long()]
+    loss = nn.functional.binary_cross_entropy_with_logits(logits.reshape(-1).float(), labels.float(),
                                                          reduction="none")
     return (loss * w).sum() / w.sum()
 
 
-def _fit(model: Detector, train_ds: FaceDataset, val_ds: FaceDataset, tp: TrainParams, epochs: int,
-         lr: float, seed: int, make_batch: Callable[[nn.Module, torch.Tensor, torch.Tensor, int],
-                                                    tuple[torch.Tensor, torch.Tensor]],
-         score: Callable[[nn.Module], dict], tb_dir: Path, tag: str
-         ) -> tuple[dict, list[dict]]:
-    """Train with per-epoch val scoring; return the best epoch's val scores and the curve."""
+def workers_for(tp: TrainParams, rt: Runtime) -> int:
+    """``train.num_workers``; -1 (auto) = none on the CPU, where decoding PNG crops costs far less
+    than a training step and workers would take cores from the step (benchmarks/bench_loader.py:
+    decoding is 5.5x faster than mobilenet_v3_small training per core), and up to 8 on CUDA."""
+    if tp.num_workers >= 0:
+        return tp.num_workers
+    return 0 if rt.device.type == "cpu" else min(8, os.cpu_count() or 1)
+
+
+def train_loader(ds: FaceDataset, tp: TrainParams, rt: Runtime, seed: int, epoch: int
+                 ) -> DataLoader:
+    """The loader of one epoch: a shuffle seeded by (seed, epoch), split across processes by a
+    DistributedSampler under DDP; pinned memory on CUDA. A fresh loader per epoch hands each
+    worker the dataset's epoch (the augmentation stream), so workers are not kept alive across
+    epochs; the LMDB store opens lazily inside each worker (fakeproof.store.FaceStore)."""
+    ds.set_epoch(epoch)
+    if rt.distributed:
+        sampler = DistributedSampler(ds, num_replicas=rt.world_size, rank=rt.rank, shuffle=True,
+                                     seed=seed)
+        sampler.set_epoch(epoch)
+    else:
+        g = torch.Generator()
+        g.manual_seed(epoch_seed(seed, epoch))
+        sampler = RandomSampler(ds, generator=g)
+    workers = workers_for(tp, rt)
+    per_rank = max(1, tp.batch_size // rt.world_size)
+    return DataLoader(ds, batch_size=per_rank, sampler=sampler, num_workers=workers,
+                      collate_fn=collate_faces, pin_memory=rt.device.type == "cuda",
+                      worker_init_fn=worker_init if workers > 0 else None)
+
+
+def _fit(model: Detector, train_ds: FaceDataset, tp: TrainParams, rt: Runtime, epochs: int,
+         lr: float, seed: int, step_loss: StepLoss, score: Callable[[nn.Module], dict],
+         tb_dir: Path, tag: str, resume: Optional[Path], fp: str) -> tuple[dict, list[dict]]:
+    """Train with per-epoch val scoring on rank 0; return the best epoch's val scores and curve.
+
+    One loop for every precision and process count: autocast and a GradScaler that is a no-op
+    unless fp16; DDP wraps the model once and the unwrapped module is kept for crafting attacks,
+    scoring and saving. After every epoch rank 0 writes the resume state (:mod:`fakeproof.resume`).
+    """
     from torch.utils.tensorboard import SummaryWriter
 
     weights = class_weights(train_ds.labels, tp.loss)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=tp.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(train_ds) / tp.batch_size))
+    module = model.to(rt.device)
+    if rt.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    net: nn.Module = module
+    if rt.distributed:
+        net = nn.parallel.DistributedDataParallel(
+            module, device_ids=[rt.device] if rt.device.type == "cuda" else None)
+    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=tp.weight_decay)
+    per_rank = max(1, tp.batch_size // rt.world_size)
+    steps_per_epoch = max(1, math.ceil(math.ceil(len(train_ds) / rt.world_size) / per_rank))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
                                                 pct_start=0.15)
-    loader = make_loader(train_ds, tp.batch_size, shuffle=True, seed=seed, num_workers=tp.num_workers)
+    scaler = rt.scaler()
     best: Optional[dict] = None
     best_state: Optional[dict] = None
     curve: list[dict] = []
-    stale = 0
-    tb_dir.mkdir(parents=True, exist_ok=True)
-    writer = SummaryWriter(str(tb_dir))
+    stale, start = 0, 0
+    state = resume_mod.load_state(resume, fp)
+    if state is not None:
+        module.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        best, best_state, curve, stale, start = (state["best"], state["best_state"], state["curve"],
+                                                 state["stale"], state["epoch"])
+        resume_mod.set_rng_states(state["rng"])
+    writer = None
+    if rt.main:
+        tb_dir.mkdir(parents=True, exist_ok=True)
+        writer = SummaryWriter(str(tb_dir))
+    stop = state is not None and state.get("stopped", False)
     try:
-        for epoch in range(epochs):
+        for epoch in range(start, epochs):
+            if stop:
+                break
             t0 = time.perf_counter()
-            train_ds.set_epoch(epoch)
-            model.train()
-            total, seen = 0.0, 0
+            torch.manual_seed(epoch_seed(seed, epoch))
+            gen = torch.Generator().manual_seed(epoch_seed(seed + 1, epoch))
+            loader = train_loader(train_ds, tp, rt, seed, epoch)
+            net.train()
+            total = torch.zeros(2, dtype=torch.float64)
             for step, (x, y, _) in enumerate(tqdm(loader, desc=f"{tag} epoch {epoch + 1}/{epochs}",
-                                                  leave=False, disable=None)):
-                x, y = make_batch(model, x, y, epoch * steps_per_epoch + step)
-                loss = weighted_bce(model(x), y, weights)
+                                                  leave=False, disable=None if rt.main else True)):
+                x, y = rt.to_device(x), y.to(rt.device, non_blocking=True)
+                loss = step_loss(net, module, x, y, gen, weights)
                 if not torch.isfinite(loss):
-                    raise TrainingError(f"{tag}: the loss became {float(loss.detach())} at epoch {epoch + 1}, "
-                                        f"step {step + 1}; lower the learning rate (train.lr / adv.lr)")
+                    raise TrainingError(f"{tag}: the loss became {float(loss.detach())} at epoch "
+                                        f"{epoch + 1}, step {step + 1}; lower the learning rate "
+                                        "(train.lr / adv.lr)")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
                 sched.step()
-                total += float(loss.detach()) * len(y)
-                seen += len(y)
-            scores = score(model)
-            row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), **scores,
-                   "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}
-            curve.append(row)
-            for k, v in row.items():
-                if k != "epoch" and isinstance(v, float) and math.isfinite(v):
-                    writer.add_scalar(f"{tag}/{k}", v, epoch + 1)
-            improved = best is None or scores["select"] > best["select"] + 1e-9
-            log.info("%s epoch %d/%d: loss %.4f, val %s%s (%.1fs)", tag, epoch + 1, epochs,
-                     row["train_loss"], ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
-                     " *" if improved else "", row["seconds"])
-            if improved:
-                best = {"epoch": epoch + 1, **scores}
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                stale = 0
-            else:
-                stale += 1
-                if stale >= tp.patience:
+                total += torch.tensor([float(loss.detach()) * len(y), len(y)], dtype=torch.float64)
+            if rt.distributed:
+                torch.distributed.all_reduce(total)
+            improved = False
+            if rt.main:
+                scores = score(module)
+                row = {"epoch": epoch + 1, "train_loss": float(total[0] / max(total[1], 1)),
+                       **scores, "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}
+                curve.append(row)
+                for k, v in row.items():
+                    if k not in ("epoch", "seconds") and isinstance(v, float) and math.isfinite(v):
+                        writer.add_scalar(f"{tag}/{k}", v, epoch + 1)
+                improved = best is None or scores["select"] > best["select"] + 1e-9
+                log.info("%s epoch %d/%d: loss %.4f, val %s%s (%.1fs, %.0f img/s)", tag, epoch + 1,
+                         epochs, row["train_loss"],
+                         ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
+                         " *" if improved else "", row["seconds"],
+                         float(total[1]) / max(row["seconds"], 1e-9))
+                if improved:
+                    best = {"epoch": epoch + 1, **scores}
+                    best_state = {k: v.detach().to("cpu", copy=True)
+                                  for k, v in module.state_dict().items()}
+                    stale = 0
+                else:
+                    stale += 1
+                stop = stale >= tp.patience
+                if stop:
                     log.info("%s: early stop after %d epochs without val gain", tag, stale)
-                    break
+                resume_mod.save_state(resume, {
+                    "fingerprint": fp, "epoch": epoch + 1, "model": module.state_dict(),
+                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "scaler": scaler.state_dict(), "best": best, "best_state": best_state,
+                    "curve": curve, "stale": stale, "stopped": stop,
+                    "rng": resume_mod.rng_states()}) if resume is not None else None
+            improved, stop = runtime.broadcast_flags(rt, improved, stop)
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
+    if not rt.main:
+        return {}, []
     assert best is not None and best_state is not None
-    model.load_state_dict(best_state)
+    module.load_state_dict(best_state)
+    module.to("cpu").to(memory_format=torch.contiguous_format)
     return best, curve
 
 
-def _val_scores(model: nn.Module, val_ds: FaceDataset, batch_size: int) -> dict:
-    logits, labels = logits_of(model, make_loader(val_ds, batch_size, shuffle=False), "val")
+def _val_logits(model: nn.Module, val_ds: FaceDataset, batch_size: int, device: torch.device
+                ) -> tuple[np.ndarray, np.ndarray]:
+    return logits_of(model, make_loader(val_ds, batch_size, shuffle=False), "val", device)
+
+
+def _val_scores(model: nn.Module, val_ds: FaceDataset, batch_size: int,
+                device: torch.device = torch.device("cpu")) -> dict:
+    logits, labels = _val_logits(model, val_ds, batch_size, device)
     m = binary_metrics(labels, proba(logits), scores=logits)
     return {"val_auc": m["auc"], "val_bacc": m["bacc"], "val_acc": m["acc"], "select": m["auc"]}
 
@@ -149,7 +247,7 @@ def _val_scores(model: nn.Module, val_ds: FaceDataset, batch_size: int) -> dict:
 def _val_threshold(model: nn.Module, val_ds: FaceDataset, batch_size: int) -> float:
     """The decision threshold on P(fake) that maximises val balanced accuracy (stored in the
     checkpoint for ``fakeproof detect``; evaluate's attacks keep the model's own 0.5 boundary)."""
-    logits, labels = logits_of(model, make_loader(val_ds, batch_size, shuffle=False), "val")
+    logits, labels = _val_logits(model, val_ds, batch_size, torch.device("cpu"))
     return best_threshold(labels, proba(logits))
 
 
@@ -167,40 +265,56 @@ def _datasets(paths: DataPaths, seed: int, augment: bool) -> tuple[FaceDataset, 
     return train, val
 
 
+def _clean_loss(rt: Runtime) -> StepLoss:
+    def step(net, module, x, y, gen, weights):
+        with rt.autocast():
+            return weighted_bce(net(x), y, weights)
+    return step
+
+
 def run_pretrain(params: Params, paths: DataPaths, out_model: Path, out_metrics: Path,
-                 out_curve: Path, tb_dir: Path) -> dict:
+                 out_curve: Path, tb_dir: Path, resume: Optional[Path] = None) -> dict:
     """The pretrain stage: clean training from scratch (or ImageNet weights) with val selection."""
     tp = params.train
-    setup_determinism(tp.seed, tp.threads)
+    rt = runtime.setup(tp, tp.seed)
     t0 = time.perf_counter()
     train_ds, val_ds = _datasets(paths, tp.seed, tp.augment)
     model = create_model(params.model.name, params.model.pretrained)
-    log.info("pretrain: %s on %d train / %d val faces (fake share %.2f), %d epochs",
-             params.model.name, len(train_ds), len(val_ds), float(train_ds.labels.mean()), tp.epochs)
-    best, curve = _fit(model, train_ds, val_ds, tp, tp.epochs, tp.lr, tp.seed,
-                       make_batch=lambda m, x, y, step: (x, y),
-                       score=lambda m: _val_scores(m, val_ds, tp.batch_size),
-                       tb_dir=tb_dir, tag="pretrain")
+    if rt.main:
+        log.info("pretrain: %s on %d train / %d val faces (fake share %.2f), %d epochs",
+                 params.model.name, len(train_ds), len(val_ds), float(train_ds.labels.mean()),
+                 tp.epochs)
+    fp = resume_mod.fingerprint({"stage": "pretrain", "model": as_dict(params.model),
+                                 "train": as_dict(tp)},
+                                [paths.store, paths.faces_csv, paths.splits_csv])
+    best, curve = _fit(model, train_ds, tp, rt, tp.epochs, tp.lr, tp.seed, _clean_loss(rt),
+                       score=lambda m: _val_scores(m, val_ds, tp.batch_size, rt.device),
+                       tb_dir=tb_dir, tag="pretrain", resume=resume, fp=fp)
+    if not rt.main:
+        runtime.teardown()
+        return {}
     threshold = _val_threshold(model, val_ds, tp.batch_size)
     meta = {"stage": "pretrain", "best": best, "model": as_dict(params.model), "train": as_dict(tp),
             "image_size": int(train_ds[0][0].shape[-1]),
             "recipe": build_recipe(params, threshold=threshold)}
-    save_checkpoint(out_model, model, meta)
+    save_checkpoint(out_model, model, _canonical(meta))
     metrics = {"best_epoch": best["epoch"], "val_auc": best["val_auc"], "val_bacc": best["val_bacc"],
                "val_acc": best["val_acc"], "val_threshold": threshold, "epochs_run": len(curve),
                "train_faces": len(train_ds), "val_faces": len(val_ds)}
-    seconds = time.perf_counter() - t0
-    write_json(out_metrics, _round(metrics))
+    write_json(out_metrics, metrics)
     write_csv(out_curve, pd.DataFrame(curve).drop(columns=["seconds", "select"]))
+    resume_mod.clear(resume)
+    runtime.teardown()
     log.info("pretrain: best epoch %d, val AUC %.4f, bacc %.4f; %.1fs", best["epoch"],
-             best["val_auc"], best["val_bacc"], seconds)
+             best["val_auc"], best["val_bacc"], time.perf_counter() - t0)
     return metrics
 
 
 def val_pgd(model: nn.Module, val_ds: FaceDataset, *, eps: float, steps: int, seed: int,
-            batch_size: int, max_samples: int) -> dict:
+            batch_size: int, max_samples: int, device: torch.device = torch.device("cpu")) -> dict:
     """Balanced accuracy (and accuracy) of ``model`` on val faces under L-inf PGD at ``eps``
-    (``steps`` steps of 2.5 * eps / steps, random start from ``seed``), on a fixed val subset."""
+    (``steps`` steps of 2.5 * eps / steps, random start from ``seed``), on a fixed val subset.
+    Crafted in float32 on the model's device."""
     from fakeproof.attacks import pgd
 
     idx = np.sort(np.random.default_rng(seed).permutation(len(val_ds))[:max_samples])
@@ -210,9 +324,9 @@ def val_pgd(model: nn.Module, val_ds: FaceDataset, *, eps: float, steps: int, se
     gen = torch.Generator().manual_seed(seed)
     for start in range(0, len(idx), batch_size):
         items = [val_ds[int(i)] for i in idx[start:start + batch_size]]
-        x = torch.stack([it[0] for it in items])
+        x = torch.stack([it[0] for it in items]).to(device)
         y = torch.stack([torch.as_tensor(it[1]) for it in items]).long()
-        adv = pgd(model, x, y, eps=eps, steps=steps, random_start=True, generator=gen)
+        adv = pgd(model, x, y.to(device), eps=eps, steps=steps, random_start=True, generator=gen)
         with torch.no_grad():
             logits.append(as_logit_array(model(adv)))
         labels.append(y.numpy())
@@ -222,50 +336,64 @@ def val_pgd(model: nn.Module, val_ds: FaceDataset, *, eps: float, steps: int, se
     return {"bacc": m["bacc"], "acc": m["acc"], "auc": m["auc"], "n": int(len(y))}
 
 
-def _adv_val_scores(model: nn.Module, val_ds: FaceDataset, ap: AdvParams, batch_size: int) -> dict:
+def _adv_val_scores(model: nn.Module, val_ds: FaceDataset, ap: AdvParams, batch_size: int,
+                    device: torch.device) -> dict:
     """Val clean AUC/bacc and the balanced accuracy under the selection attack (PGD with
     ``adv.select_steps`` steps and seed ``adv.select_seed``, stronger than the training attack)."""
-    clean = _val_scores(model, val_ds, batch_size)
+    clean = _val_scores(model, val_ds, batch_size, device)
     rob = val_pgd(model, val_ds, eps=ap.eps, steps=ap.select_steps, seed=ap.select_seed,
-                  batch_size=batch_size, max_samples=ap.val_samples)
+                  batch_size=batch_size, max_samples=ap.val_samples, device=device)
     return {**{k: v for k, v in clean.items() if k != "select"}, "val_pgd_bacc": rob["bacc"],
             "val_pgd_acc": rob["acc"], "select": (clean["val_bacc"] + rob["bacc"]) / 2}
 
 
-def run_adv_finetune(params: Params, paths: DataPaths, clean_model: Path, out_model: Path,
-                     out_metrics: Path, out_curve: Path, tb_dir: Path) -> dict:
-    """The adv_finetune stage: PGD adversarial fine-tuning of ``models/clean.pt``."""
+def _pgd_loss(rt: Runtime, ap: AdvParams) -> StepLoss:
+    """Madry et al.'s objective with a clean share: the last (1 - adv.clean_share) of each batch
+    is replaced by L-inf PGD examples crafted in float32 on the unwrapped model in eval mode
+    (BatchNorm running statistics used, not updated), then the batch is trained on in train mode."""
     from fakeproof.attacks import pgd
 
+    def step(net, module, x, y, gen, weights):
+        n_clean = int(round(ap.clean_share * len(y)))
+        if n_clean < len(y) and ap.eps > 0:
+            was = module.training
+            module.eval()
+            adv = pgd(module, x[n_clean:], y[n_clean:].long(), eps=ap.eps, alpha=ap.alpha,
+                      steps=ap.steps, random_start=ap.random_start, generator=gen)
+            module.train(was)
+            x = torch.cat([x[:n_clean], adv.detach()])
+        with rt.autocast():
+            return weighted_bce(net(x), y, weights)
+    return step
+
+
+def run_adv_finetune(params: Params, paths: DataPaths, clean_model: Path, out_model: Path,
+                     out_metrics: Path, out_curve: Path, tb_dir: Path,
+                     resume: Optional[Path] = None) -> dict:
+    """The adv_finetune stage: PGD adversarial fine-tuning of ``models/clean.pt``."""
     tp, ap = params.train, params.adv
-    setup_determinism(ap.seed, tp.threads)
+    rt = runtime.setup(tp, ap.seed)
     t0 = time.perf_counter()
     model, clean_meta = load_checkpoint(clean_model)
     train_ds, val_ds = _datasets(paths, ap.seed, tp.augment)
-    gen = torch.Generator().manual_seed(ap.seed)
-
-    def make_batch(m: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int):
-        n_clean = int(round(ap.clean_share * len(y)))
-        if n_clean >= len(y) or ap.eps == 0:
-            return x, y
-        m.eval()
-        adv = pgd(m, x[n_clean:], y[n_clean:].long(), eps=ap.eps, alpha=ap.alpha, steps=ap.steps,
-                  random_start=ap.random_start, generator=gen)
-        m.train()
-        return torch.cat([x[:n_clean], adv.detach()]), y
-
-    log.info("adv_finetune: eps %.5f (%.2f/255), alpha %.5f, %d steps, clean share %.2f, %d epochs "
-             "on %d train faces", ap.eps, ap.eps * 255, ap.alpha, ap.steps, ap.clean_share,
-             ap.epochs, len(train_ds))
-    best, curve = _fit(model, train_ds, val_ds, tp, ap.epochs, ap.lr, ap.seed, make_batch,
-                       score=lambda m: _adv_val_scores(m, val_ds, ap, tp.batch_size),
-                       tb_dir=tb_dir, tag="adv_finetune")
+    if rt.main:
+        log.info("adv_finetune: eps %.5f (%.2f/255), alpha %.5f, %d steps, clean share %.2f, "
+                 "%d epochs on %d train faces", ap.eps, ap.eps * 255, ap.alpha, ap.steps,
+                 ap.clean_share, ap.epochs, len(train_ds))
+    fp = resume_mod.fingerprint({"stage": "adv_finetune", "adv": as_dict(ap), "train": as_dict(tp)},
+                                [clean_model, paths.store, paths.faces_csv, paths.splits_csv])
+    best, curve = _fit(model, train_ds, tp, rt, ap.epochs, ap.lr, ap.seed, _pgd_loss(rt, ap),
+                       score=lambda m: _adv_val_scores(m, val_ds, ap, tp.batch_size, rt.device),
+                       tb_dir=tb_dir, tag="adv_finetune", resume=resume, fp=fp)
+    if not rt.main:
+        runtime.teardown()
+        return {}
     threshold = _val_threshold(model, val_ds, tp.batch_size)
     meta = {"stage": "adv_finetune", "best": best, "adv": as_dict(ap), "from": str(clean_model),
             "clean_best": clean_meta.get("best"), "model": clean_meta.get("model"),
             "image_size": clean_meta.get("image_size"),
             "recipe": build_recipe(params, threshold=threshold)}
-    save_checkpoint(out_model, model, meta)
+    save_checkpoint(out_model, model, _canonical(meta))
     sweep = {}
     for eps in ap.val_eps:
         r = val_pgd(model, val_ds, eps=eps, steps=ap.select_steps, seed=ap.select_seed,
@@ -278,13 +406,17 @@ def run_adv_finetune(params: Params, paths: DataPaths, clean_model: Path, out_mo
                "val_threshold": threshold, "eps": ap.eps, "epochs_run": len(curve),
                "select_attack": f"PGD-{ap.select_steps} seed {ap.select_seed}",
                "val_sweep": sweep}
-    seconds = time.perf_counter() - t0
-    write_json(out_metrics, _round(metrics))
+    write_json(out_metrics, metrics)
     write_csv(out_curve, pd.DataFrame(curve).drop(columns=["seconds", "select"]))
+    resume_mod.clear(resume)
+    runtime.teardown()
     log.info("adv_finetune: best epoch %d, val AUC %.4f, val PGD bacc %.4f; %.1fs", best["epoch"],
-             best["val_auc"], best["val_pgd_bacc"], seconds)
+             best["val_auc"], best["val_pgd_bacc"], time.perf_counter() - t0)
     return metrics
 
 
-def _round(d: dict, nd: int = 6) -> dict:
-    return {k: (round(v, nd) if isinstance(v, float) else v) for k, v in d.items()}
+def _canonical(meta: dict) -> dict:
+    """Meta as fresh JSON-typed objects: pickle memoises shared objects (one float referenced
+    twice is written once), so the same values could give different checkpoint bytes depending on
+    how they were built; a resumed run must write the same bytes as an uninterrupted one."""
+    return json.loads(json.dumps(meta, sort_keys=True))
