@@ -7,9 +7,9 @@ STAMP  := $(VENV)/.fakeproof-installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test test-fast install bench clean-venv
+.PHONY: demo test test-fast install bench clean-venv app
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-app.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps torchattacks==3.5.1
@@ -33,6 +33,14 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_loader.py
 	$(PY) benchmarks/bench_crop.py speed
 	$(PY) benchmarks/bench_crop.py memory
+
+# The web page (app/streamlit_app.py) on http://localhost:$(PORT), bound to $(ADDRESS) only.
+PORT    ?= 8501
+ADDRESS ?= 127.0.0.1
+app: $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-app.txt
+	$(PY) -m streamlit run app/streamlit_app.py --server.port $(PORT) --server.address $(ADDRESS) \
+		--server.headless true --browser.gatherUsageStats false --client.toolbarMode viewer
 
 clean-venv:
 	rm -rf $(VENV)

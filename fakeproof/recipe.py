@@ -1,0 +1,115 @@
+"""The inference recipe a checkpoint carries: everything ``fakeproof detect`` needs besides weights.
+
+A trained detector is only usable with the preprocessing it was trained on: the frame sampling
+(``frames.*``), the MTCNN settings and crop policy (``faces.*``), the crop size, the normalisation,
+the video aggregation (``eval.video_agg``) and a decision threshold chosen on val. Training stores
+them in the checkpoint's meta as ``meta["recipe"]`` (the role of timm's ``pretrained_cfg``, which
+``resolve_model_data_config`` reads back), so inference needs no ``params.yaml`` and cannot drift
+from what the model saw.
+
+The recipe is a plain mapping (JSON types only, so ``torch.load(weights_only=True)`` reads it)::
+
+    {"version": 1, "model": "smallcnn", "input_size": 128, "mean": [...], "std": [...],
+     "frames": {<every frames.* key>}, "faces": {<faces.* keys used at inference>},
+     "video_agg": "mean", "threshold": 0.42, "temperature": 1.0}
+
+``threshold``: a file is labelled fake when its P(fake) is above it. ``temperature``: P(fake) is
+``sigmoid(logit / temperature)`` (Guo et al., "On Calibration of Modern Neural Networks", ICML
+2017); 1.0 means uncalibrated. Bump :data:`RECIPE_VERSION` whenever a key is added or its meaning
+changes: a checkpoint with another version is refused with the command that refreshes it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from fakeproof.config import FacesParams, FramesParams, Params, ParamsError, as_dict, params_from_dict
+from fakeproof.errors import FakeproofError
+from fakeproof.models import model_config
+
+RECIPE_VERSION = 1
+REFRESH = "dvc repro -f pretrain adv_finetune"
+#: faces.* keys that matter when cropping one file (box reuse across videos is training-data only).
+INFERENCE_FACE_KEYS = ("image_size", "margin", "thresholds", "min_face_size", "detect_max_side",
+                       "select", "min_prob", "batch_size", "encoding", "jpeg_quality")
+RECIPE_KEYS = ("version", "model", "input_size", "mean", "std", "frames", "faces", "video_agg",
+               "threshold", "temperature")
+
+
+class RecipeError(FakeproofError, ValueError):
+    """A checkpoint has no usable inference recipe (none, an older version, bad values)."""
+
+
+def build_recipe(params: Params, *, threshold: float, temperature: float = 1.0) -> dict[str, Any]:
+    """The recipe of a model trained with ``params``; ``threshold`` chosen on val.
+
+    Args:
+        params: the run's validated params (``model``, ``frames``, ``faces`` and ``eval`` are read).
+        threshold: decision threshold on P(fake), in [0, 1].
+        temperature: logit temperature (> 0); 1.0 leaves the logits as they are.
+    """
+    threshold, temperature = float(threshold), float(temperature)
+    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise RecipeError(f"threshold = {threshold!r}: must be a probability in [0, 1]")
+    if not (math.isfinite(temperature) and temperature > 0.0):
+        raise RecipeError(f"temperature = {temperature!r}: must be a finite number > 0")
+    cfg = model_config(params.model.name)
+    faces = as_dict(params.faces)
+    return {
+        "version": RECIPE_VERSION,
+        "model": params.model.name,
+        "input_size": int(params.faces.image_size),
+        "mean": [float(v) for v in cfg.mean],
+        "std": [float(v) for v in cfg.std],
+        "frames": as_dict(params.frames),
+        "faces": {k: faces[k] for k in INFERENCE_FACE_KEYS},
+        "video_agg": params.eval.video_agg,
+        "threshold": threshold,
+        "temperature": temperature,
+    }
+
+
+def read_recipe(meta: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The checkpoint's recipe, checked; ``where`` (the checkpoint path) names it in errors."""
+    recipe = meta.get("recipe") if isinstance(meta, Mapping) else None
+    if recipe is None:
+        raise RecipeError(f"{where}: checkpoint has no inference recipe (written before "
+                          f"fakeproof detect needed one); refresh it with `{REFRESH}`")
+    if not isinstance(recipe, Mapping):
+        raise RecipeError(f"{where}: meta['recipe'] is a {type(recipe).__name__}, not a mapping; "
+                          f"refresh the checkpoint with `{REFRESH}`")
+    version = recipe.get("version")
+    if version != RECIPE_VERSION:
+        if isinstance(version, int) and not isinstance(version, bool) and version > RECIPE_VERSION:
+            raise RecipeError(f"{where}: recipe version {version} is newer than this fakeproof "
+                              f"reads ({RECIPE_VERSION}); upgrade fakeproof")
+        raise RecipeError(f"{where}: recipe version {version!r} is older than this fakeproof "
+                          f"reads ({RECIPE_VERSION}); refresh it with `{REFRESH}`")
+    missing = [k for k in RECIPE_KEYS if k not in recipe]
+    if missing:
+        raise RecipeError(f"{where}: recipe lacks {', '.join(missing)}; refresh it with `{REFRESH}`")
+    return dict(recipe)
+
+
+def recipe_params(recipe: Mapping[str, Any], where: str) -> tuple[FramesParams, FacesParams]:
+    """``frames.*`` and ``faces.*`` of a recipe, validated by the one params loader."""
+    faces = dict(recipe["faces"])
+    if faces.get("image_size") != recipe["input_size"]:
+        raise RecipeError(f"{where}: recipe input_size {recipe['input_size']!r} differs from its "
+                          f"faces.image_size {faces.get('image_size')!r}; refresh it with `{REFRESH}`")
+    try:
+        params = params_from_dict({"data": {}, "frames": dict(recipe["frames"]), "faces": faces,
+                                   "split": {}, "model": {"name": recipe["model"]}, "train": {},
+                                   "adv": {}, "eval": {"video_agg": recipe["video_agg"]}},
+                                  source=f"{where} recipe")
+    except ParamsError as e:
+        raise RecipeError(f"{e}; refresh the checkpoint with `{REFRESH}`") from None
+    threshold, temperature = recipe["threshold"], recipe["temperature"]
+    for key, value, ok in (("threshold", threshold, lambda v: 0.0 <= v <= 1.0),
+                           ("temperature", temperature, lambda v: v > 0.0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not ok(float(value)):
+            raise RecipeError(f"{where}: recipe {key} = {value!r} is out of range; refresh it with "
+                              f"`{REFRESH}`")
+    return params.frames, params.faces
