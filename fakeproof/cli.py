@@ -144,8 +144,8 @@ def cmd_compare(args: argparse.Namespace) -> dict:
                           "(then dvc.yaml's paths)")
     data = _data(args) if all(given) else default_data()
     ep = params.eval if args.bootstrap is None else replace(params.eval, bootstrap=args.bootstrap)
-    print_result(run_compare(args.a, args.b, data, ep, parse_fraction(args.eps, "--eps")),
-                 args.json)
+    print_result(run_compare(args.a, args.b, data, ep, parse_fraction(args.eps, "--eps"),
+                             device=params.train.device), args.json)
     return {}
 
 
