@@ -206,8 +206,7 @@ def _fit(model: Detector, train_ds: FaceDataset, tp: TrainParams, rt: Runtime, e
                          float(total[1]) / max(row["seconds"], 1e-9))
                 if improved:
                     best = {"epoch": epoch + 1, **scores}
-                    best_state = {k: v.detach().to("cpu", copy=True)
-                                  for k, v in module.state_dict().items()}
+                    best_state = _cpu_copy(module.state_dict())
                     stale = 0
                 else:
                     stale += 1
@@ -420,3 +419,12 @@ def _canonical(meta: dict) -> dict:
     twice is written once), so the same values could give different checkpoint bytes depending on
     how they were built; a resumed run must write the same bytes as an uninterrupted one."""
     return json.loads(json.dumps(meta, sort_keys=True))
+
+
+def _cpu_copy(state: dict) -> dict:
+    """A CPU copy of a state dict (tensors cloned; non-tensor entries such as a module's
+    ``_extra_state`` deep-copied)."""
+    import copy
+
+    return {k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+            for k, v in state.items()}
