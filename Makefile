@@ -42,5 +42,12 @@ app: $(STAMP)
 	$(PY) -m streamlit run app/streamlit_app.py --server.port $(PORT) --server.address $(ADDRESS) \
 		--server.headless true --browser.gatherUsageStats false --client.toolbarMode viewer
 
+# Pull-request report (Markdown on stdout): changed headline metrics, `dvc metrics diff --md`, and
+# the plots of both revisions rendered into build/report/plots. `make report BASE=origin/main`.
+BASE ?= main
+.PHONY: report
+report: $(STAMP)
+	@$(VENV)/bin/fakeproof report --base $(BASE)
+
 clean-venv:
 	rm -rf $(VENV)
