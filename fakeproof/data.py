@@ -6,12 +6,13 @@ video: label, split, group, method, source) and serves ``(image, label, index)``
 Rows are ordered by key (video, frame, face), so the order never depends on how the CSVs were
 written. Faces of videos absent from ``splits.csv`` (dropped by the split stage) are left out.
 
-Augmentation (``augment=True``) is a horizontal flip (p = 0.5) and a small brightness and contrast
-jitter (factors in [0.9, 1.1], contrast about the image's mean grey), drawn from a generator seeded
-by ``(seed, epoch, index)``: the same item in the same epoch is augmented the same way whatever
-the worker count or order, and no global RNG is touched. Call :meth:`FaceDataset.set_epoch` before
-each epoch (DataLoader workers receive a fresh copy of the dataset every epoch unless
-``persistent_workers``, which :func:`make_loader` leaves off).
+Augmentation (``augment``: a preset of :mod:`fakeproof.augment`, ``none | light | standard |
+strong``; ``True`` means ``light``, a flip and a small brightness/contrast jitter) is drawn from a
+generator seeded by ``(seed, epoch, index)``: the same item in the same epoch is augmented the same
+way whatever the worker count or order, and no global RNG is touched. Only training crops are
+augmented: a val or test dataset asked for a preset is refused. Call
+:meth:`FaceDataset.set_epoch` before each epoch (DataLoader workers receive a fresh copy of the
+dataset every epoch unless ``persistent_workers``, which :func:`make_loader` leaves off).
 """
 
 from __future__ import annotations
@@ -20,21 +21,22 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fakeproof.store import FaceStore
+from fakeproof.augment import augment_image, item_rng, resolve_preset
 from fakeproof.errors import FakeproofError
+from fakeproof.store import FaceStore
 
 log = logging.getLogger(__name__)
 
 FACE_COLUMNS = ("key", "video_id", "frame", "face")
 SPLIT_COLUMNS = ("video_id", "label", "split", "group", "method", "source")
-JITTER = 0.1
+EVAL_SPLITS = ("val", "test")  # never augmented
 
 
 class DataError(FakeproofError, ValueError):
@@ -74,7 +76,11 @@ class FaceDataset(Dataset):
     """Face crops of one split (or all splits with ``split=None``)."""
 
     def __init__(self, store_path: str | Path, faces_csv: str | Path, splits_csv: str | Path,
-                 split: Optional[str], augment: bool = False, seed: int = 0) -> None:
+                 split: Optional[str], augment: Union[bool, str] = False, seed: int = 0) -> None:
+        self.augment = resolve_preset(augment)  # the preset's name ("none": no augmentation)
+        if split in EVAL_SPLITS and self.augment != "none":
+            raise DataError(f"augment = {augment!r} for the {split} split: only training crops are "
+                            "augmented; build val and test datasets without augment")
         self.store = FaceStore(store_path)
         faces = _read_csv(Path(faces_csv), FACE_COLUMNS, "crop_faces")
         splits = _read_csv(Path(splits_csv), SPLIT_COLUMNS, "split")
@@ -97,7 +103,6 @@ class FaceDataset(Dataset):
         self.labels: np.ndarray = self.frames["label"].to_numpy(dtype=np.int64)
         self._keys: list[str] = self.frames["key"].tolist()
         self.split = split
-        self.augment = augment
         self.seed = int(seed)
         self.epoch = 0
         self._check_keys(Path(store_path))
@@ -124,19 +129,9 @@ class FaceDataset(Dataset):
         # workers beside training), measured 10-20x slower (see benchmarks/bench_loader.py).
         img = self.store.get_tensor(self._keys[index]).numpy().astype(np.float32)
         img *= np.float32(1.0 / 255.0)
-        if self.augment:
-            img = self._augment(img, index)
+        if self.augment != "none":
+            img = augment_image(img, self.augment, item_rng(self.seed, self.epoch, index))
         return torch.from_numpy(img), torch.tensor(float(self.labels[index]), dtype=torch.float32), index
-
-    def _augment(self, img: np.ndarray, index: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        flip, b, c = rng.random(), rng.uniform(1 - JITTER, 1 + JITTER), rng.uniform(1 - JITTER, 1 + JITTER)
-        if flip < 0.5:
-            img = img[:, :, ::-1]
-        grey = np.float32((0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]).mean())
-        out = (img - grey) * np.float32(c) + grey
-        out *= np.float32(b)
-        return np.clip(out, 0.0, 1.0, out=out)
 
 
 def collate_faces(batch: list[tuple[torch.Tensor, torch.Tensor, int]]

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -57,7 +56,7 @@ from tqdm import tqdm
 
 from fakeproof.attacks import Budget, check_attack_names, get_attack, resolve_budget
 from fakeproof.bootstrap import video_bootstrap
-from fakeproof.calibration import ECE_BINS, calibration_report, reliability_table
+from fakeproof.calibration import calibration_report, checkpoint_temperature, reliability_points
 from fakeproof.config import EvalParams, Params, as_dict
 from fakeproof.corruption_sweep import Sweep, corrupted_logits, mean_auc_interval
 from fakeproof.corruptions import LEVELS
@@ -377,25 +376,6 @@ def corruption_results(frames: pd.DataFrame, sweep: Sweep, results: dict[str, di
     return out, means, tables
 
 
-def checkpoint_temperature(meta: Any, calibrate: bool) -> float:
-    """The logit temperature of a checkpoint's recipe (fitted on val by training); 1.0 when it has
-    none, when it is not a positive number, or when ``eval.calibrate`` is false."""
-    recipe = meta.get("recipe") if isinstance(meta, dict) else None
-    t = recipe.get("temperature") if isinstance(recipe, dict) else None
-    if not calibrate or isinstance(t, bool) or not isinstance(t, (int, float)):
-        return 1.0
-    return float(t) if math.isfinite(t) and t > 0 else 1.0
-
-
-def reliability_plot(logits: np.ndarray, labels: np.ndarray, temperature: float) -> pd.DataFrame:
-    """The reliability diagram's points: non-empty bins of P(fake) (with the temperature), their
-    mean P(fake), share of fakes and count, and ``ideal`` (= mean P(fake), the diagonal)."""
-    t = reliability_table(proba(logits, temperature), labels, ECE_BINS)
-    t = t[t["count"] > 0].reset_index(drop=True)
-    t["ideal"] = t["mean_prob"]
-    return t[["bin", "lo", "hi", "count", "mean_prob", "frac_fake", "ideal", "gap"]]
-
-
 def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path], out_headline: Path,
                  out_detail: Path, plots_dir: Path, cross: Optional[DataPaths] = None,
                  out_corruptions: Optional[Path] = None) -> dict[str, Any]:
@@ -493,7 +473,7 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
         for kind, roc in r["rocs"].items():
             write_csv(plots_dir / "roc" / f"{name}_{kind}.csv", roc)
         write_csv(plots_dir / "reliability" / f"{name}.csv",
-                  reliability_plot(r["clean_logits"], ds.labels, temperatures[name]))
+                  reliability_points(r["clean_logits"], ds.labels, temperatures[name]))
     for c, table in corr_tables.items():
         write_csv(plots_dir / "corruptions" / f"{c}.csv", table)
     save_gallery(plots_dir / "gallery.png", ds, results, ep, gallery_positions, eps_label)

@@ -72,7 +72,11 @@ def test_dvc_written_fraction_round_trip(raw, tmp_path) -> None:
     ("eval.eps", "4/255", "not a list"),
     ("train.epochs", 0, "out of range"),
     ("train.epochs", 2.5, "not an integer"),
-    ("train.augment", "yes", "true or false"),
+    ("train.augment", "yes", "not allowed"),
+    ("train.grad_accum", 0, "out of range"),
+    ("eval.corruptions", ["jpeg", "fog"], "not allowed"),
+    ("eval.corruption_severities", [1, 6], "out of range"),
+    ("eval.corruption_severities", [0], "out of range"),
     ("model.name", "", "non-empty"),
     ("data.source", "youtube", "not allowed"),
 ])

@@ -244,15 +244,17 @@ def test_run_evaluate_writes_headline_detail_plots_and_cross(dataset, tmp_path) 
     paths = DataPaths(base / "faces.lmdb", base / "faces.csv", base / "splits.csv")
     torch.manual_seed(0)
     ckpt = tmp_path / "m.pt"
-    save_checkpoint(ckpt, create_model("smallcnn").eval(), {"image_size": SIZE})
+    save_checkpoint(ckpt, create_model("smallcnn").eval(),
+                    {"image_size": SIZE, "recipe": {"temperature": 2.0}})  # as fitted on val
     p = params_from_dict(default_params_raw(), "test params")
     p = dataclasses.replace(p, eval=dataclasses.replace(
         p.eval, eps=[0.0, 4 / 255], attacks=["fgsm", "pgd"], pgd_steps=2, attack_videos=6,
         gallery=2, headline_eps=4 / 255, batch_size=8, bootstrap=50))
     head = run_evaluate(p, paths, {"m": ckpt}, tmp_path / "headline.json", tmp_path / "eval.json",
-                        tmp_path / "plots", cross=paths)
+                        tmp_path / "plots", cross=paths, out_corruptions=tmp_path / "corr.json")
     saved = json.loads((tmp_path / "headline.json").read_text())
     detail = json.loads((tmp_path / "eval.json").read_text())
+    corr = json.loads((tmp_path / "corr.json").read_text())
     assert saved["eps"] == "4/255" and detail["test_faces"] == 36
     assert saved["cross"]["m"]["auc"] == saved["m"]["auc"]
     assert saved["cross"]["m"]["robust_bacc"] == saved["m"]["robust_bacc"]
@@ -268,6 +270,28 @@ def test_run_evaluate_writes_headline_detail_plots_and_cross(dataset, tmp_path) 
     assert (tmp_path / "plots" / "roc" / "m_clean.csv").is_file()
     assert (tmp_path / "plots" / "gallery.png").read_bytes()[:4] == b"\x89PNG"
     assert head["sanity_ok"] == saved["sanity_ok"]
+    # common corruptions: {model: {corruption: {severity: {...}}}}, every default one, 1-5
+    assert list(corr) == ["m"] and sorted(corr["m"]) == sorted(p.eval.corruptions)
+    for c, by_sev in corr["m"].items():
+        assert sorted(by_sev) == ["1", "2", "3", "4", "5"]
+        for cell in by_sev.values():
+            assert cell["auc_lo"] <= cell["auc"] <= cell["auc_hi"], c
+            assert cell["bacc_lo"] <= cell["bacc"] <= cell["bacc_hi"], c
+            assert cell["videos"] == 12 and cell["skipped_videos"] == 0
+        table = pd.read_csv(tmp_path / "plots" / "corruptions" / f"{c}.csv")
+        assert table["severity"].tolist() == [0, 1, 2, 3, 4, 5]
+        assert table["m_auc"][0] == pytest.approx(m["auc"], abs=1e-4)
+        assert table["m_auc"][3] == pytest.approx(by_sev["3"]["auc"], abs=1e-4)
+    assert m["mean_corruption_auc_lo"] <= m["mean_corruption_auc"] <= m["mean_corruption_auc_hi"]
+    assert m["mean_corruption_auc"] == pytest.approx(
+        np.mean([v["auc"] for by_sev in corr["m"].values() for v in by_sev.values()]), abs=1e-4)
+    assert "mean_corruption_auc" not in saved["cross"]["m"]  # the sweep runs on the main test set
+    # calibration with the recipe's temperature, and without it
+    assert d["temperature"] == 2.0 and d["ece"] != d["ece_uncalibrated"]
+    assert d["calibration"]["brier_uncalibrated"] != d["brier"]
+    assert 0.0 <= d["ece"] <= 1.0 and 0.0 <= d["brier"] <= 1.0
+    rel = pd.read_csv(tmp_path / "plots" / "reliability" / "m.csv")
+    assert rel["count"].sum() == 36 and list(rel["ideal"]) == list(rel["mean_prob"])
 
 
 def test_adding_an_eps_changes_no_other_number(dataset) -> None:

@@ -1,0 +1,224 @@
+"""Training-crop augmentation presets (``train.augment``): ``none | light | standard | strong``.
+
+Applied by :class:`fakeproof.data.FaceDataset` to **training** crops only (val and test never), in
+the DataLoader workers, from a numpy generator seeded by ``(seed, epoch, index)``: the same face in
+the same epoch is augmented the same way whatever the worker count or order, and no global RNG
+is touched. A preset is a sequence of :class:`Step` s applied in order; a step with ``p < 1`` draws
+one uniform number to decide whether it runs, then its op draws its own magnitudes.
+
+=========  =================================================================================
+preset     steps (in order; p = probability, ranges drawn uniformly)
+=========  =================================================================================
+none       the identity
+light      flip (p 0.5); brightness and contrast factors in [0.9, 1.1]. Exactly the
+           augmentation that ``train.augment: true`` applied before the presets existed.
+standard   resized crop (p 0.3, 75-95 % of the area, aspect 3/4-4/3); flip (p 0.5);
+           brightness, contrast, saturation factors in [0.8, 1.2]; Gaussian blur (p 0.2, sigma
+           0.3-1.5 px); downscale-then-upscale (p 0.2, factor 0.5-0.9); Gaussian noise (p 0.2,
+           sigma 1.3/255-7.7/255); JPEG re-compression (p 0.5, quality 40-95)
+strong     the same ops, more often and harder: crop p 0.5 (60-95 %); jitter [0.7, 1.3];
+           blur p 0.3 (sigma to 2.5 px); downscale p 0.3 (factor 0.3-0.9); noise p 0.3 (sigma to
+           15/255); JPEG p 0.7 (quality 20-95)
+=========  =================================================================================
+
+The ``standard`` and ``strong`` sets follow what the face-forgery detectors that generalise train
+with: the DFDC winner (Seferbekov, Deepfake Detection Challenge 1st place, 2020: JPEG quality
+60-100, Gaussian noise and blur, flips, brightness/contrast and hue/saturation jitter, isotropic
+down-resize) and Self-Blended Images (Shiohara & Yamasaki, CVPR 2022: JPEG quality 40-100,
+downscale, RGB/HSV and brightness/contrast jitter). JPEG comes last, as a platform compresses last.
+
+Geometric and codec ops (resized crop, blur, resize, JPEG) are ``torchvision.transforms.v2``
+functional ops with parameters drawn here, run on one torch thread (:func:`one_thread`); per-pixel
+arithmetic (flip, jitter, noise) is numpy, single-threaded by construction. One thread because
+torch's intra-op threads on one small image cost far more than they gain when the cores are busy
+(measured on 2 busy cores, ``standard`` at 128 px: 6.7 ms per crop on one thread, 66 ms on two;
+see also ``benchmarks/bench_loader.py``), and because antialiased resizing splits its work by
+thread count and rounds differently on two threads: one thread keeps an item's augmentation the
+same in the main process and in a worker. Images are float32 (3, H, W) in [0, 1] in and out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator, Union
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from fakeproof.config import AUGMENT_PRESETS
+from fakeproof.errors import FakeproofError
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as torchvision's rgb_to_grayscale
+ASPECT = (3 / 4, 4 / 3)  # the resized crop's aspect range (torchvision's RandomResizedCrop)
+
+
+class AugmentError(FakeproofError, ValueError):
+    """An unknown augmentation preset or one asked for on val/test crops (one-line message)."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One op of a preset: applied with probability ``p``; ``args`` are the op's magnitudes."""
+
+    op: str
+    p: float = 1.0
+    args: tuple[float, ...] = ()
+
+
+# ------------------------------------------------------------------------------------------------
+# ops: (image, rng, *args) -> image, float32 (3, H, W) in [0, 1]
+# ------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch ops on one intra-op thread, restoring the caller's count after (a DataLoader
+    worker already runs one; the main process with ``num_workers: 0`` runs ``train.threads``)."""
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img))
+
+
+def flip(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Horizontal mirror image (the step's ``p`` decides whether it happens)."""
+    return img[:, :, ::-1]
+
+
+def jitter(img: np.ndarray, rng: np.random.Generator, brightness: float, contrast: float,
+           saturation: float = 0.0) -> np.ndarray:
+    """Contrast about the mean grey, then brightness, then saturation about each pixel's luma;
+    factors drawn in [1 - a, 1 + a] (brightness first, then contrast, then saturation if > 0)."""
+    b = rng.uniform(1 - brightness, 1 + brightness)
+    c = rng.uniform(1 - contrast, 1 + contrast)
+    grey = np.float32((LUMA[0] * img[0] + LUMA[1] * img[1] + LUMA[2] * img[2]).mean())
+    out = (img - grey) * np.float32(c) + grey
+    out *= np.float32(b)
+    if saturation > 0:
+        s = np.float32(rng.uniform(1 - saturation, 1 + saturation))
+        luma = (np.float32(LUMA[0]) * out[0] + np.float32(LUMA[1]) * out[1]
+                + np.float32(LUMA[2]) * out[2])
+        out = (out - luma) * s + luma
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def resized_crop(img: np.ndarray, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
+    """A crop of ``lo``-``hi`` of the area (aspect 3/4-4/3) resized back to the input size."""
+    _, h, w = img.shape
+    area = rng.uniform(lo, hi) * h * w
+    ratio = math.exp(rng.uniform(math.log(ASPECT[0]), math.log(ASPECT[1])))
+    ch = min(h, max(1, round(math.sqrt(area / ratio))))
+    cw = min(w, max(1, round(math.sqrt(area * ratio))))
+    top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    out = TF.resized_crop(_tensor(img), top, left, ch, cw, [h, w], antialias=True)
+    return np.clip(out.numpy(), 0.0, 1.0)
+
+
+def gaussian_blur(img: np.ndarray, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
+    """Gaussian blur with sigma in [lo, hi] pixels (kernel 2 * ceil(3 sigma) + 1)."""
+    sigma = rng.uniform(lo, hi)
+    k = min(2 * math.ceil(3 * sigma) + 1, 2 * (min(img.shape[1:]) // 2) - 1)
+    return TF.gaussian_blur(_tensor(img), [k, k], [sigma, sigma]).numpy()
+
+
+def downscale(img: np.ndarray, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
+    """Downscale by a factor in [lo, hi] (antialiased), then upscale back (bilinear)."""
+    _, h, w = img.shape
+    f = rng.uniform(lo, hi)
+    small = TF.resize(_tensor(img), [max(1, round(h * f)), max(1, round(w * f))], antialias=True)
+    return np.clip(TF.resize(small, [h, w], antialias=False).numpy(), 0.0, 1.0)
+
+
+def gaussian_noise(img: np.ndarray, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
+    """Additive white Gaussian noise, sigma in [lo, hi] (pixel units), from the item's generator
+    (torchvision's ``gaussian_noise`` draws from the global RNG, so it is not used)."""
+    sigma = np.float32(rng.uniform(lo, hi))
+    out = img + rng.standard_normal(img.shape, dtype=np.float32) * sigma
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def jpeg(img: np.ndarray, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
+    """JPEG re-compression at a quality in [lo, hi] (libjpeg through torchvision)."""
+    q = int(rng.integers(int(lo), int(hi) + 1))
+    u8 = _tensor(np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8))
+    return TF.jpeg(u8, q).numpy().astype(np.float32) * np.float32(1.0 / 255.0)
+
+
+OPS: dict[str, Callable[..., np.ndarray]] = {
+    "resized_crop": resized_crop, "flip": flip, "jitter": jitter, "gaussian_blur": gaussian_blur,
+    "downscale": downscale, "gaussian_noise": gaussian_noise, "jpeg": jpeg,
+}
+
+PRESETS: dict[str, tuple[Step, ...]] = {
+    "none": (),
+    "light": (Step("flip", 0.5), Step("jitter", 1.0, (0.1, 0.1))),
+    "standard": (
+        Step("resized_crop", 0.3, (0.75, 0.95)),
+        Step("flip", 0.5),
+        Step("jitter", 1.0, (0.2, 0.2, 0.2)),
+        Step("gaussian_blur", 0.2, (0.3, 1.5)),
+        Step("downscale", 0.2, (0.5, 0.9)),
+        Step("gaussian_noise", 0.2, (1.3 / 255, 7.7 / 255)),
+        Step("jpeg", 0.5, (40, 95)),
+    ),
+    "strong": (
+        Step("resized_crop", 0.5, (0.6, 0.95)),
+        Step("flip", 0.5),
+        Step("jitter", 1.0, (0.3, 0.3, 0.3)),
+        Step("gaussian_blur", 0.3, (0.3, 2.5)),
+        Step("downscale", 0.3, (0.3, 0.9)),
+        Step("gaussian_noise", 0.3, (1.3 / 255, 15 / 255)),
+        Step("jpeg", 0.7, (20, 95)),
+    ),
+}
+
+
+def resolve_preset(augment: Union[bool, str, None]) -> str:
+    """The preset name for ``train.augment`` (``True``/``False`` mean ``light``/``none``, the
+    meaning the boolean had before the presets)."""
+    if augment is None or augment is False:
+        return "none"
+    if augment is True:
+        return "light"
+    if augment not in PRESETS:
+        raise AugmentError(f"train.augment = {augment!r}: unknown preset; use one of "
+                           f"{', '.join(PRESETS)}")
+    return str(augment)
+
+
+def apply_step(img: np.ndarray, step: Step, rng: np.random.Generator) -> np.ndarray:
+    """Run one step: draw whether it applies (only when ``p < 1``), then the op."""
+    if step.p < 1.0 and rng.random() >= step.p:
+        return img
+    return OPS[step.op](img, rng, *step.args)
+
+
+def augment_image(img: np.ndarray, preset: str, rng: np.random.Generator) -> np.ndarray:
+    """``img`` (float32 (3, H, W) in [0, 1]) through every step of ``preset``; a new contiguous
+    float32 array (``img`` is never written to)."""
+    with one_thread():
+        for step in PRESETS[preset]:
+            img = apply_step(img, step, rng)
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of one item in one epoch (independent of worker count and order)."""
+    return np.random.default_rng([int(seed), int(epoch), int(index)])
+
+
+__all__ = ["AugmentError", "OPS", "PRESETS", "Step", "apply_step", "augment_image", "item_rng",
+           "one_thread", "resolve_preset"]
+
+if tuple(PRESETS) != tuple(AUGMENT_PRESETS):
+    raise ImportError("fakeproof.augment: PRESETS must list exactly fakeproof.config.AUGMENT_PRESETS")
