@@ -1,9 +1,10 @@
 """The crop_faces stage: MTCNN face detection and the crop policy.
 
 Detection. facenet-pytorch's MTCNN (Zhang et al., "Joint Face Detection and Alignment using
-Multi-task Cascaded Convolutional Networks", IEEE SPL 2016; weights ship in the wheel) runs on the
-CPU on batches of up to ``faces.batch_size`` frames of one video (MTCNN batches need equal sizes;
-all stored frames of a video share one size). Frames are first downscaled (PIL bilinear, aspect
+Multi-task Cascaded Convolutional Networks", IEEE SPL 2016; weights ship in the wheel) runs on
+``faces.device`` (``auto``: the GPU when torch sees one) on batches of up to ``faces.batch_size``
+frames of the ``faces.videos_per_task`` videos of one task (default 1; MTCNN batches need equal
+sizes, so a batch closes when the frame size changes). Frames are first downscaled (PIL bilinear, aspect
 kept) so that their longer side is at most ``faces.detect_max_side``, and boxes are scaled back to
 frame pixels, as the DFDC winner does (selimsef/dfdc_deepfake_challenge). Parameters:
 
@@ -36,6 +37,19 @@ face in the original fall back to detection on the fake (``box_source = self``).
 processed first, so every original is detected before its fakes; only the boxes of reals that
 some fake refers to are kept in memory (a few floats per frame).
 
+Parallelism (:mod:`fakeproof.parallel`). The stage runs in two waves, reals then fakes (a fake's
+task carries its original's boxes). Each wave is cut into tasks of ``faces.videos_per_task``
+videos, run by ``faces.workers`` local processes (0, the default: every core; 1: this process)
+or by the workers of the Dask scheduler at ``faces.scheduler``. A worker builds MTCNN once, runs
+it on one intra-op thread, and returns encoded crops and CSV rows; this process writes them in
+one fixed order. Detection batches depend on the params only, never on which worker ran them,
+so the LMDB store and ``faces.csv`` are byte-identical to a run in this process
+(``tests/test_parallel_preprocess.py``, for local processes and a 2-worker Dask LocalCluster)
+and to the single-process implementation before parallelism. On a GPU every local worker holds
+its own CUDA context (worker k takes GPU k mod count); ``videos_per_task: 8`` with a larger
+``batch_size`` gives MTCNN bigger batches there. CPU and GPU boxes differ slightly (other
+kernels), so switching devices can move a box by a rounding step.
+
 Determinism. Detection runs with ``torch.use_deterministic_algorithms(True)`` (MTCNN's CPU ops
 all support it) on one intra-op thread (:data:`DETECT_THREADS`); both settings are restored
 afterwards. With one thread the results do not depend on the machine's core count (MTCNN's boxes
@@ -59,22 +73,24 @@ import contextlib
 import csv
 import logging
 import math
-import queue
-import threading
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
+from fakeproof import parallel
 from fakeproof.config import FacesParams, Params
+from fakeproof.errors import FakeproofError
 from fakeproof.frames import iter_frame_batches, read_frame_index, read_video_table
 from fakeproof.io import atomic_path
-from fakeproof.store import FaceStoreWriter, face_key
+from fakeproof.parallel import prefetch  # noqa: F401  (also used by fakeproof.detect)
+from fakeproof.store import FaceStoreWriter, encode_image, face_key
 
 log = logging.getLogger(__name__)
 
@@ -153,19 +169,44 @@ def crop_face(frame: np.ndarray, box: Sequence[float], margin: float, image_size
 # --------------------------------------------------------------------------------------------------
 
 
+class FacesError(FakeproofError, RuntimeError):
+    """Detection cannot run as configured (no CUDA device for faces.device: cuda, GPU memory)."""
+
+
 @contextlib.contextmanager
-def deterministic_torch(threads: int = DETECT_THREADS) -> Iterator[None]:
-    """Deterministic algorithms and ``threads`` intra-op threads for the block; restores both."""
+def deterministic_torch(threads: int = DETECT_THREADS, warn_only: bool = False) -> Iterator[None]:
+    """Deterministic algorithms and ``threads`` intra-op threads for the block; restores both.
+
+    ``warn_only`` (used on CUDA): an op without a deterministic kernel warns instead of failing.
+    """
     was = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     old_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=warn_only)
     torch.set_num_threads(threads)
     try:
         yield
     finally:
         torch.set_num_threads(old_threads)
-        torch.use_deterministic_algorithms(was, warn_only=warn_only)
+        torch.use_deterministic_algorithms(was, warn_only=was_warn_only)
+
+
+def resolve_device(name: str, rank: int = 0) -> torch.device:
+    """MTCNN's device for ``faces.device``: ``cpu``; ``cuda`` (an error if torch sees no GPU);
+    ``auto`` = cuda when torch sees one, else cpu. Local worker ``rank`` k takes GPU k mod count.
+
+    On CUDA, cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` for deterministic matrix products;
+    it is set here (unless set already), which takes effect if no cuBLAS handle exists yet.
+    """
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        if name == "cuda":
+            raise FacesError("faces.device = cuda: torch sees no CUDA device in this process; "
+                             "use faces.device: auto or cpu")
+        return torch.device("cpu")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    return torch.device("cuda", rank % torch.cuda.device_count())
 
 
 def detection_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -206,15 +247,18 @@ class FaceCropper:
 
     ``detect(frames)`` takes equal-sized RGB uint8 frames (N, H, W, 3) and returns, per frame, the
     selected :class:`Face` list (boxes in frame pixels); ``crop(frame, face)`` cuts one crop.
+    MTCNN runs on ``device`` (default: :func:`resolve_device` of ``faces.device``).
     """
 
-    def __init__(self, params: FacesParams) -> None:
+    def __init__(self, params: FacesParams, device: Optional[torch.device] = None) -> None:
         from facenet_pytorch import MTCNN
 
         self.params = params
+        self.device = device if device is not None else resolve_device(params.device,
+                                                                       parallel.worker_rank())
         self.mtcnn = MTCNN(image_size=params.image_size, margin=0, min_face_size=params.min_face_size,
                            thresholds=list(params.thresholds), factor=0.709, post_process=False,
-                           select_largest=True, keep_all=True, device=torch.device("cpu"))
+                           select_largest=True, keep_all=True, device=self.device)
         self.mtcnn.pnet = PadBatch(self.mtcnn.pnet, PNET_MULTIPLE)
         self.mtcnn.rnet = PadBatch(self.mtcnn.rnet, CANDIDATE_MULTIPLE)
         self.mtcnn.onet = PadBatch(self.mtcnn.onet, CANDIDATE_MULTIPLE)
@@ -247,12 +291,19 @@ class FaceCropper:
         return out
 
     def _mtcnn(self, small: np.ndarray) -> list[tuple]:
-        """MTCNN on a batch; if the batch fails (facenet-pytorch edge cases), frame by frame."""
+        """MTCNN on a batch; if the batch fails (facenet-pytorch edge cases, GPU memory), frame by
+        frame. Errors of the device itself are raised, never counted as frames without a face."""
+        cuda = self.device.type == "cuda"
         try:
-            with torch.no_grad(), deterministic_torch():
+            with torch.no_grad(), deterministic_torch(warn_only=cuda):
                 boxes, probs = self.mtcnn.detect(small)
             return list(zip(boxes, probs))
-        except (RuntimeError, ValueError, IndexError):
+        except (RuntimeError, ValueError, IndexError) as e:
+            oom = isinstance(e, torch.cuda.OutOfMemoryError)
+            if (cuda and not oom and "CUDA" in str(e)) or (oom and len(small) == 1):
+                raise FacesError(f"faces.device = {self.params.device}: MTCNN failed on "
+                                 f"{self.device} ({str(e).strip().splitlines()[0][:160]}); lower "
+                                 "faces.detect_max_side or use faces.device: cpu") from None
             if len(small) == 1:
                 self.errors += 1
                 log.warning("crop_faces: MTCNN failed on a frame; counted as no face")
@@ -274,7 +325,7 @@ class FaceCropper:
 
 
 # --------------------------------------------------------------------------------------------------
-# The stage
+# The stage: tasks of videos, cropped where the executor puts them
 # --------------------------------------------------------------------------------------------------
 
 
@@ -282,117 +333,171 @@ def _fmt(v: float, nd: int) -> str:
     return f"{v:.{nd}f}"
 
 
-_DONE = object()
+Boxes = dict[int, list[Face]]  # frame index -> faces (frames with at least one face)
 
 
-def prefetch(items: Iterator, depth: int = 2) -> Iterator:
-    """Run ``items`` in a background thread, ``depth`` items ahead (order kept; errors re-raised).
+@dataclass(frozen=True)
+class VideoTask:
+    """One video for a worker. ``reuse``: (width, height, boxes) of the original of a fake;
+    ``keep``: return this video's boxes (a real that some fake refers to)."""
 
-    Frame archives are read and JPEG-decoded (PIL releases the GIL) while MTCNN runs on the
-    previous batch, which keeps the stage close to bare detection speed.
-    """
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def work() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put((True, item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put((True, _DONE))
-        except BaseException as e:  # handed to the consumer
-            q.put((False, e))
-
-    t = threading.Thread(target=work, name="frame-prefetch", daemon=True)
-    t.start()
-    try:
-        while True:
-            ok, item = q.get()
-            if not ok:
-                raise item
-            if item is _DONE:
-                return
-            yield item
-    finally:
-        stop.set()
-        while t.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                t.join(timeout=0.1)
-
-
-def _video_batches(frames_dir: Path, vids: Sequence[str], batch_size: int
-                   ) -> Iterator[tuple[str, list[int], np.ndarray]]:
-    for vid in vids:
-        for indices, frames in iter_frame_batches(frames_dir, vid, batch_size):
-            yield vid, indices, frames
-        yield vid, [], _END_OF_VIDEO
-
-
-_END_OF_VIDEO = np.zeros((0, 0, 0, 3), np.uint8)
+    vid: str
+    reuse: Optional[tuple[int, int, Boxes]] = None
+    keep: bool = False
 
 
 @dataclass
-class _VideoState:
-    """What the stage tracks while one video's batches stream by."""
+class VideoResult:
+    """A cropped video: store entries and faces.csv rows in output order, counts, kept boxes."""
 
     vid: str
-    reuse: Optional[tuple[int, int, dict[int, list[Face]]]]
-    keep: Optional[dict[int, list[Face]]]
-    n_faces: int = 0
+    entries: list[tuple[str, bytes]] = field(default_factory=list)
+    rows: list[list] = field(default_factory=list)
+    frames: int = 0
+    frames_reused: int = 0
+    frames_no_face: int = 0
     size: tuple[int, int] = (0, 0)
+    boxes: Optional[Boxes] = None
 
 
-def _crop_batch(cropper: FaceCropper, st: _VideoState, indices: list[int], frames: np.ndarray,
-                writer: FaceStoreWriter, out, stats: dict) -> None:
-    """Boxes (reused or detected) for one batch of a video's frames; crops into the store/CSV."""
-    h, w = frames.shape[1:3]
-    st.size = (w, h)
-    chosen: list[Optional[list[Face]]] = [None] * len(indices)
-    sources = ["self"] * len(indices)
-    if st.reuse is not None:
-        ow, oh, obox = st.reuse
+@dataclass
+class ChunkResult:
+    """The videos of one task, the frames MTCNN failed on, and the device it ran on."""
+
+    videos: list[VideoResult]
+    detect_errors: int
+    device: str
+
+
+class _Group:
+    """Crops one group of videos. Frames needing detection are pooled across the group's videos
+    (equal sizes only) into batches of ``faces.batch_size``; a batch never spans two groups, so
+    batches depend on the params alone, not on the executor."""
+
+    def __init__(self, cropper: FaceCropper, tasks: Sequence[VideoTask]) -> None:
+        self.cropper, self.tasks = cropper, tasks
+        self.done: list[dict[int, tuple[list[Face], str, list[bytes]]]] = [{} for _ in tasks]
+        self.size = [(0, 0)] * len(tasks)
+        self.pending: list[tuple[int, int, np.ndarray]] = []  # (task, frame index, frame)
+
+    def add(self, t: int, indices: list[int], frames: np.ndarray) -> None:
+        h, w = frames.shape[1:3]
+        self.size[t] = (w, h)
+        reuse = self.tasks[t].reuse
         for k, fi in enumerate(indices):
-            if obox.get(fi):
-                chosen[k] = [f.scaled(w / ow, h / oh) if (ow, oh) != (w, h) else f for f in obox[fi]]
-                sources[k] = "original"
-    todo = [k for k, c in enumerate(chosen) if c is None]
-    if todo:
-        for k, faces in zip(todo, cropper.detect(frames[todo])):
-            chosen[k] = faces
-    for k, fi in enumerate(indices):
-        faces = chosen[k] or []
-        stats["frames"] += 1
-        stats["frames_reused"] += sources[k] == "original"
-        if st.keep is not None and faces:
-            st.keep[fi] = faces
-        if not faces:
-            stats["frames_no_face"] += 1
-        for j, face in enumerate(faces):
-            key = face_key(st.vid, fi, j)
-            writer.put(key, cropper.crop(frames[k], face))
-            out.writerow([key, st.vid, fi, j, _fmt(face.x1, 2), _fmt(face.y1, 2), _fmt(face.x2, 2),
-                          _fmt(face.y2, 2), _fmt(face.prob, 6), sources[k]])
-            st.n_faces += 1
+            if reuse is not None and reuse[2].get(fi):
+                ow, oh, obox = reuse
+                faces = [f.scaled(w / ow, h / oh) if (ow, oh) != (w, h) else f for f in obox[fi]]
+                self._finish(t, fi, frames[k], faces, "original")
+                continue
+            if self.pending and self.pending[0][2].shape != frames[k].shape:
+                self.flush()
+            self.pending.append((t, fi, frames[k]))
+            if len(self.pending) >= self.cropper.params.batch_size:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            found = self.cropper.detect(np.stack([f for _, _, f in self.pending]))
+            for (t, fi, frame), faces in zip(self.pending, found):
+                self._finish(t, fi, frame, faces, "self")
+            self.pending = []
+
+    def _finish(self, t: int, fi: int, frame: np.ndarray, faces: list[Face], source: str) -> None:
+        fp = self.cropper.params
+        crops = [encode_image(self.cropper.crop(frame, f), fp.encoding, fp.jpeg_quality) for f in faces]
+        self.done[t][fi] = (faces, source, crops)
+
+    def results(self) -> list[VideoResult]:
+        self.flush()
+        out = []
+        for t, task in enumerate(self.tasks):
+            res = VideoResult(task.vid, size=self.size[t], boxes={} if task.keep else None)
+            for fi in sorted(self.done[t]):
+                faces, source, crops = self.done[t][fi]
+                res.frames += 1
+                res.frames_reused += source == "original"
+                res.frames_no_face += not faces
+                if res.boxes is not None and faces:
+                    res.boxes[fi] = faces
+                for j, (face, value) in enumerate(zip(faces, crops)):
+                    key = face_key(task.vid, fi, j)
+                    res.entries.append((key, value))
+                    res.rows.append([key, task.vid, fi, j, _fmt(face.x1, 2), _fmt(face.y1, 2),
+                                     _fmt(face.x2, 2), _fmt(face.y2, 2), _fmt(face.prob, 6), source])
+            out.append(res)
+        return out
+
+
+_END_OF_GROUP = -1
+
+
+def _group_batches(frames_dir: Path, groups: Sequence[Sequence[VideoTask]], batch_size: int
+                   ) -> Iterator[tuple[int, list[int], Optional[np.ndarray]]]:
+    for group in groups:
+        for t, task in enumerate(group):
+            for indices, frames in iter_frame_batches(frames_dir, task.vid, batch_size):
+                yield t, indices, frames
+        yield _END_OF_GROUP, [], None
+
+
+def crop_groups(cropper: FaceCropper, frames_dir: Path, groups: Sequence[Sequence[VideoTask]]
+                ) -> Iterator[ChunkResult]:
+    """Crop each group of videos in turn (frames read one batch ahead, :func:`prefetch`)."""
+    stream = prefetch(_group_batches(Path(frames_dir), groups, cropper.params.batch_size))
+    try:
+        gi, errors = 0, cropper.errors
+        group = _Group(cropper, groups[0]) if groups else None
+        for t, indices, frames in stream:
+            if t != _END_OF_GROUP:
+                group.add(t, indices, frames)
+                continue
+            videos = group.results()
+            yield ChunkResult(videos, cropper.errors - errors, str(cropper.device))
+            gi, errors = gi + 1, cropper.errors
+            group = _Group(cropper, groups[gi]) if gi < len(groups) else None
+    finally:
+        stream.close()
+
+
+_cached: Optional[tuple[str, FaceCropper]] = None
+
+
+def crop_task(task: tuple[FacesParams, str, list[VideoTask]]) -> ChunkResult:
+    """One executor task: crop a group of videos with this worker's (cached) cropper."""
+    global _cached
+    fp, frames_dir, group = task
+    if _cached is None or _cached[0] != repr(fp):
+        _cached = (repr(fp), FaceCropper(fp))
+    return next(crop_groups(_cached[1], Path(frames_dir), [group]))
+
+
+def _wave(ex: parallel.Executor, fp: FacesParams, frames_dir: Path, tasks: list[VideoTask],
+          local: Callable[[], FaceCropper]) -> Iterator[ChunkResult]:
+    per = fp.videos_per_task
+    groups = [tasks[i:i + per] for i in range(0, len(tasks), per)]
+    if ex.in_process:  # one read-ahead stream over the whole wave
+        yield from crop_groups(local(), frames_dir, groups)
+    else:
+        yield from ex.imap(crop_task, ((fp, str(frames_dir), g) for g in groups))
 
 
 def run_crop_faces(params: Params, videos_csv: Path, frames_dir: Path, out_lmdb: Path,
                    out_csv: Path) -> dict:
     """Run the stage: crops of every stored frame into ``out_lmdb`` and ``out_csv`` (faces.csv).
 
+    Two waves: reals, then fakes (a fake reuses its original's boxes, see the module docstring).
+    Tasks run where ``faces.workers``/``faces.scheduler`` say (:mod:`fakeproof.parallel`); results
+    are written in one fixed order (reals then fakes, each by video id), so the outputs are
+    byte-identical to a run in this process.
+
     Returns stats: videos, videos_no_frames, videos_no_face, frames, frames_no_face, faces,
-    frames_reused, frames_per_s, seconds.
+    frames_reused, detect_errors, frames_per_s, seconds, seconds_reals, seconds_fakes, workers,
+    device.
     """
     t0 = time.perf_counter()
     fp = params.faces
-    frames_dir = Path(frames_dir)
+    frames_dir = Path(frames_dir).resolve()  # workers may not share our working directory
     videos = read_video_table(videos_csv)
     index = read_frame_index(frames_dir)
     have = set(index["video_id"].astype(str))
@@ -401,46 +506,60 @@ def run_crop_faces(params: Params, videos_csv: Path, frames_dir: Path, out_lmdb:
     reals = videos[videos["label"] == 0].sort_values("video_id", kind="stable")
     fakes = videos[videos["label"] == 1].sort_values("video_id", kind="stable")
     originals = set(fakes["original"]) & set(reals["video_id"]) if fp.reuse_original_boxes else set()
-    order = list(reals.itertuples(index=False)) + list(fakes.itertuples(index=False))
 
-    cropper = FaceCropper(fp)
-    # video_id -> (width, height, {frame index: [Face]}) for reals that some fake refers to.
-    boxes_of: dict[str, tuple[int, int, dict[int, list[Face]]]] = {}
+    local: list[FaceCropper] = []
+
+    def local_cropper() -> FaceCropper:  # the in-process cropper, made on first use
+        if not local:
+            local.append(FaceCropper(fp))
+        return local[0]
+
+    # video_id -> (width, height, boxes) for reals that some fake refers to.
+    boxes_of: dict[str, tuple[int, int, Boxes]] = {}
     stats = dict(videos=0, videos_no_frames=len(missing), videos_no_face=0, frames=0,
-                 frames_no_face=0, faces=0, frames_reused=0)
+                 frames_no_face=0, faces=0, frames_reused=0, detect_errors=0)
     no_face_videos: list[str] = []
+    devices: set[str] = set()
+    n_tasks = -(-len(reals) // fp.videos_per_task) + -(-len(fakes) // fp.videos_per_task)
     with atomic_path(out_csv) as csv_tmp, open(csv_tmp, "w", newline="") as fh, \
             FaceStoreWriter(out_lmdb, fp.encoding, fp.jpeg_quality) as writer, \
-            contextlib.ExitStack() as stack:
+            parallel.executor("faces", fp.workers, fp.scheduler, tasks=n_tasks,
+                              preload=parallel.PREPROCESS_MODULES) as ex, \
+            tqdm(total=len(reals) + len(fakes), desc="crop_faces", unit="video",
+                 disable=None) as progress:
         out = csv.writer(fh, lineterminator="\n")
         out.writerow(FACES_COLUMNS)
-        rows = {r.video_id: r for r in order}
-        batches = prefetch(_video_batches(frames_dir, [r.video_id for r in order], fp.batch_size))
-        progress = tqdm(total=len(order), desc="crop_faces", unit="video", disable=None)
-        state: Optional[_VideoState] = None
-        stack.callback(batches.close)
-        stack.callback(progress.close)
-        for vid, indices, frames in batches:
-            if state is None:
-                row = rows[vid]
-                reuse = boxes_of.get(row.original) if row.label == 1 and row.original else None
-                state = _VideoState(vid, reuse, {} if vid in originals else None)
-            if frames is _END_OF_VIDEO:
-                stats["videos"] += 1
-                stats["faces"] += state.n_faces
-                if state.n_faces == 0:
-                    stats["videos_no_face"] += 1
-                    no_face_videos.append(vid)
-                if state.keep:  # "was detected": at least one frame with a face
-                    boxes_of[vid] = (state.size[0], state.size[1], state.keep)
-                state = None
-                progress.update(1)
-                continue
-            _crop_batch(cropper, state, indices, frames, writer, out, stats)
+        waves = {}
+        for name, rows in (("reals", reals), ("fakes", fakes)):
+            tw = time.perf_counter()
+            tasks = [VideoTask(r.video_id,
+                               boxes_of.get(r.original) if r.label == 1 and r.original else None,
+                               r.video_id in originals) for r in rows.itertuples(index=False)]
+            for chunk in _wave(ex, fp, frames_dir, tasks, local_cropper):
+                devices.add(chunk.device)
+                stats["detect_errors"] += chunk.detect_errors
+                for res in chunk.videos:
+                    for key, value in res.entries:
+                        writer.put_value(key, value)
+                    out.writerows(res.rows)
+                    stats["videos"] += 1
+                    stats["frames"] += res.frames
+                    stats["frames_reused"] += res.frames_reused
+                    stats["frames_no_face"] += res.frames_no_face
+                    stats["faces"] += len(res.entries)
+                    if not res.entries:
+                        stats["videos_no_face"] += 1
+                        no_face_videos.append(res.vid)
+                    if res.boxes:  # "was detected": at least one frame with a face
+                        boxes_of[res.vid] = (res.size[0], res.size[1], res.boxes)
+                progress.update(len(chunk.videos))
+            waves[name] = (len(tasks), time.perf_counter() - tw)
     seconds = time.perf_counter() - t0
-    stats["detect_errors"] = cropper.errors
     stats["frames_per_s"] = round(stats["frames"] / seconds, 2) if seconds > 0 else 0.0
     stats["seconds"] = round(seconds, 2)
+    stats["seconds_reals"], stats["seconds_fakes"] = (round(waves[w][1], 2) for w in ("reals", "fakes"))
+    stats["workers"] = ex.description
+    stats["device"] = ",".join(sorted(devices)) or "none"
     if missing:
         log.warning("crop_faces: %d videos have no stored frames (skipped by extract_frames; see "
                     "its problems.csv): %s", len(missing), _some(missing))
@@ -448,14 +567,15 @@ def run_crop_faces(params: Params, videos_csv: Path, frames_dir: Path, out_lmdb:
         log.warning("crop_faces: %d of %d frames had no face; %d videos had none at all%s",
                     stats["frames_no_face"], stats["frames"], stats["videos_no_face"],
                     f": {_some(no_face_videos)}" if no_face_videos else "")
-    log.info("crop_faces: %d videos, %d frames, %d faces (%d frames with reused boxes), "
-             "%d frames without a face; %.1f frames/s, %.1fs", stats["videos"], stats["frames"],
-             stats["faces"], stats["frames_reused"], stats["frames_no_face"], stats["frames_per_s"],
-             stats["seconds"])
+    log.info("crop_faces: %d videos (%d reals in %.1fs, %d fakes in %.1fs), %d frames, %d faces "
+             "(%d frames with reused boxes), %d frames without a face; %.1f frames/s, %.1fs on %s, "
+             "MTCNN on %s", stats["videos"], waves["reals"][0], waves["reals"][1], waves["fakes"][0],
+             waves["fakes"][1], stats["frames"], stats["faces"], stats["frames_reused"],
+             stats["frames_no_face"], stats["frames_per_s"], stats["seconds"], ex.description,
+             stats["device"])
     return stats
 
 
 def _some(items: Sequence[str], n: int = 5) -> str:
     head = ", ".join(items[:n])
     return head + (f" and {len(items) - n} more" if len(items) > n else "")
-

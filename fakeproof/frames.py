@@ -21,6 +21,13 @@ so a failed run leaves the previous ``out_dir`` intact.
 
 Relative video paths are resolved against the current directory (the project root, where DVC runs
 the stages; the download stage writes them that way).
+
+Parallelism (:mod:`fakeproof.parallel`). Videos are extracted by ``frames.workers`` local
+processes (0, the default, = every core; 1 = in this process), or by the workers of a Dask
+cluster when ``frames.scheduler`` is a ``tcp://`` address. Each video's archive depends on that
+video and the params only, and ``index.csv``/``problems.csv`` are built in table order, so the
+folder is byte-identical whatever the backend (``tests/test_parallel_preprocess.py``). The ffmpeg
+calls run one thread each.
 """
 
 from __future__ import annotations
@@ -32,7 +39,6 @@ import re
 import subprocess
 import tarfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -41,7 +47,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from fakeproof import video
+from fakeproof import parallel, video
 from fakeproof.config import FramesParams, Params
 from fakeproof.io import atomic_path, write_csv
 from fakeproof.sources import PROBLEM_COLUMNS, SourceError, validate_video_table
@@ -55,7 +61,6 @@ INDEX_FILE = "index.csv"
 PROBLEMS_FILE = "problems.csv"
 TAR_SUFFIX = ".tar"
 FRAME_SUFFIX = ".jpg"
-MAX_WORKERS = 4
 
 
 class FramesError(FakeproofError, RuntimeError):
@@ -88,9 +93,11 @@ def read_video_table(videos_csv: str | Path) -> pd.DataFrame:
         raise FramesError(str(e)) from None
 
 
-def resolve_path(path: str) -> Path:
-    """A video path from the table: absolute as given, relative to the current directory."""
-    return Path(path)
+def resolve_path(path: str, base: Optional[Path] = None) -> Path:
+    """A video path from the table: absolute as given, else relative to ``base`` (default: the
+    current directory)."""
+    p = Path(path)
+    return p if p.is_absolute() or base is None else Path(base) / p
 
 
 def choose_indices(params: FramesParams, info: video.VideoInfo) -> list[int]:
@@ -216,10 +223,13 @@ def read_frame_index(frames_dir: str | Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------------
 
 
-def extract_video(row: dict, params: FramesParams, out_dir: Path
+def extract_video(row: dict, params: FramesParams, out_dir: Path, base: Optional[Path] = None
                   ) -> tuple[list[dict], Optional[dict]]:
-    """Extract one video into ``out_dir``; return (index rows, problem row or None)."""
-    vid, path = row["video_id"], resolve_path(row["path"])
+    """Extract one video into ``out_dir``; return (index rows, problem row or None).
+
+    A relative ``row["path"]`` is read relative to ``base`` (default: the current directory).
+    """
+    vid, path = row["video_id"], resolve_path(row["path"], base)
 
     def problem(reason: str) -> tuple[list[dict], dict]:
         return [], {"video_id": vid, "path": row["path"], "stage": STAGE, "reason": reason}
@@ -266,10 +276,16 @@ def _clean(msg: str) -> str:
     return _ADDRESS.sub(r"[\1]", msg)
 
 
+def extract_task(task: tuple[dict, FramesParams, str, str]) -> tuple[list[dict], Optional[dict]]:
+    """One executor task: :func:`extract_video` on ``(row, params, out_dir, base)``."""
+    row, params, out_dir, base = task
+    return extract_video(row, params, Path(out_dir), Path(base))
+
+
 def run_extract_frames(params: Params, videos_csv: Path, out_dir: Path) -> dict:
     """Run the stage: frames of every video of ``videos_csv`` into ``out_dir`` (see module doc).
 
-    Returns ``{"videos": extracted, "videos_total", "frames", "problems", "seconds"}``.
+    Returns ``{"videos": extracted, "videos_total", "frames", "problems", "seconds", "workers"}``.
     """
     t0 = time.perf_counter()
     fp = params.frames
@@ -277,32 +293,33 @@ def run_extract_frames(params: Params, videos_csv: Path, out_dir: Path) -> dict:
     rows = videos.to_dict("records")
     index_rows: list[dict] = []
     problems: list[dict] = []
-    workers = max(1, min(MAX_WORKERS, os.cpu_count() or 1, len(rows)))
-    with atomic_path(out_dir, is_dir=True) as tmp:
-        # Videos are independent and ffmpeg/JPEG work releases the GIL: a few threads keep the
-        # cores busy. Results are consumed in table order, so outputs do not depend on timing.
-        pool = ThreadPoolExecutor(max_workers=workers)
-        try:
-            results = pool.map(lambda r: extract_video(r, fp, tmp), rows)
-            for res_rows, prob in tqdm(results, total=len(rows), desc="extract_frames",
-                                       unit="video", disable=None):
-                index_rows.extend(res_rows)
-                if prob is not None:
-                    problems.append(prob)
-                    log.warning("extract_frames: skipped %s (%s): %s", prob["video_id"], prob["path"],
-                                prob["reason"])
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    base = os.getcwd()  # workers (a forkserver, other machines) do not share our working directory
+    with atomic_path(out_dir, is_dir=True) as tmp, \
+            parallel.executor("frames", fp.workers, fp.scheduler, tasks=len(rows),
+                              preload=parallel.PREPROCESS_MODULES) as ex:
+        # Results come back in table order, so outputs do not depend on timing or backend.
+        tasks = ((row, fp, str(tmp.resolve()), base) for row in rows)
+        for res_rows, prob in tqdm(ex.imap(extract_task, tasks), total=len(rows),
+                                   desc="extract_frames", unit="video", disable=None):
+            index_rows.extend(res_rows)
+            if prob is not None:
+                problems.append(prob)
+                log.warning("extract_frames: skipped %s (%s): %s", prob["video_id"], prob["path"],
+                            prob["reason"])
         index = pd.DataFrame(index_rows, columns=INDEX_COLUMNS)
         index = index.sort_values(["video_id", "frame"], kind="stable").reset_index(drop=True)
         write_csv(tmp / INDEX_FILE, index)
         write_csv(tmp / PROBLEMS_FILE, pd.DataFrame(problems, columns=PROBLEM_COLUMNS))
     n_ok = int(index["video_id"].nunique()) if len(index) else 0
+    seconds = time.perf_counter() - t0
     stats = {"videos": n_ok, "videos_total": len(rows), "frames": int(len(index)),
-             "problems": len(problems), "seconds": round(time.perf_counter() - t0, 2)}
+             "problems": len(problems), "seconds": round(seconds, 2),
+             "frames_per_s": round(len(index) / seconds, 2) if seconds > 0 else 0.0,
+             "workers": ex.description}
     if problems:
         log.warning("extract_frames: %d of %d videos skipped; see %s", len(problems), len(rows),
                     Path(out_dir) / PROBLEMS_FILE)
-    log.info("extract_frames: %d videos, %d frames, %d problems; %.1fs", stats["videos"],
-             stats["frames"], stats["problems"], stats["seconds"])
+    log.info("extract_frames: %d of %d videos, %d frames, %d problems; %.1f frames/s, %.1fs on %s",
+             stats["videos"], stats["videos_total"], stats["frames"], stats["problems"],
+             stats["frames_per_s"], stats["seconds"], ex.description)
     return stats
