@@ -3,8 +3,8 @@ forward/backward passes of one micro-batch each, for GPUs whose memory holds onl
 
 The training loss is a weighted mean, ``sum_i w_i l_i / sum_i w_i`` (``balanced_bce`` weighs each
 class by the inverse of its share; plain ``bce`` has ``w_i = 1``). Scaling each micro-batch's
-loss by ``1 / N`` is exact only when every micro-batch carries the same total weight; here each
-micro-batch's weighted sum is divided by the **whole** batch's total weight, known before any
+mean by ``1 / N`` is exact only when every micro-batch carries the same total weight; here each
+micro-batch's mean is scaled by its share of the **whole** batch's total weight, known before any
 forward pass because the weights depend on the labels alone. The summed gradients then equal
 those of the loss over the concatenated batch, up to float rounding, for any class mix and a short
 last micro-batch. What accumulation cannot reproduce: BatchNorm statistics (each micro-batch
@@ -17,7 +17,8 @@ gradients before and steps after, exactly once per large batch.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import contextlib
+from typing import Callable, ContextManager, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -32,27 +33,36 @@ def micro_batches(images: Tensor, labels: Tensor, size: int) -> list[tuple[Tenso
 
 
 def accumulated_backward(batches: Sequence[tuple[Tensor, Tensor]],
-                         per_item_loss: Callable[[Tensor, Tensor], Tensor],
+                         batch_loss: Callable[[Tensor, Tensor], Tensor],
                          item_weights: Callable[[Tensor], Tensor],
-                         backward: Callable[[Tensor], None] = Tensor.backward) -> Tensor:
+                         backward: Callable[[Tensor], None] = Tensor.backward,
+                         no_sync: Optional[Callable[[], ContextManager]] = None) -> Tensor:
     """Accumulate into ``.grad`` the gradients of ``sum w_i l_i / sum w_i`` over every item of
     ``batches``, one micro-batch's graph at a time; return that loss (detached).
 
     Args:
         batches: ``(images, labels)`` micro-batches (e.g. from :func:`micro_batches`).
-        per_item_loss: ``(images, labels) -> (B,)`` unreduced losses; runs the model (wrap the
-            forward in autocast here for AMP).
-        item_weights: ``labels -> (B,)`` weights (labels only: the total is summed first).
+        batch_loss: ``(images, labels) -> loss``, the training loss of one micro-batch as the loop
+            computes it for a whole batch: the weighted mean ``sum w_i l_i / sum w_i`` (runs the
+            model, under autocast for AMP; may craft adversarial examples first). Each micro-batch's
+            mean is rescaled by its share of the total weight, which makes the sum exact.
+        item_weights: ``labels -> (B,)`` the per-item weights of that mean (labels only, so the
+            total is known before the first forward pass).
         backward: how to backpropagate one micro-batch's share, e.g.
             ``lambda loss: scaler.scale(loss).backward()`` for fp16 AMP.
+        no_sync: under DDP, ``ddp_model.no_sync``: gradients are all-reduced once, on the last
+            micro-batch, not after each one.
     """
     if not batches:
         raise ValueError("accumulated_backward: no micro-batches")
-    total_weight = sum(item_weights(y).sum() for _, y in batches)
+    shares = [item_weights(y).sum() for _, y in batches]
+    total_weight = sum(shares)
     loss = None
-    for x, y in batches:
-        share = (per_item_loss(x, y) * item_weights(y)).sum() / total_weight
-        backward(share)
+    for k, ((x, y), w) in enumerate(zip(batches, shares)):
+        last = k == len(batches) - 1
+        with (no_sync() if no_sync is not None and not last else contextlib.nullcontext()):
+            share = batch_loss(x, y) * (w / total_weight)
+            backward(share)
         loss = share.detach() if loss is None else loss + share.detach()
     return loss
 

@@ -29,6 +29,13 @@ def _weights(y: torch.Tensor) -> torch.Tensor:
     return WEIGHTS[y.long()]
 
 
+def _batch_loss(model: nn.Module):
+    """The training loss of one batch: the class-weighted mean (fakeproof.train.weighted_bce)."""
+    def fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (_per_item(model)(x, y) * _weights(y)).sum() / _weights(y).sum()
+    return fn
+
+
 def _grads(model: nn.Module) -> list[torch.Tensor]:
     return [p.grad.detach().clone() for p in model.parameters()]
 
@@ -41,14 +48,14 @@ def test_n_micro_batches_of_4_give_the_gradients_of_one_batch_of_4n(n_micro: int
     y = torch.tensor(([1, 1, 1, 1] + [0, 0, 0, 1] * (n_micro - 1) + [0] * extra)[: len(x)])
     model = _model()
 
-    loss = (_per_item(model)(x, y) * _weights(y)).sum() / _weights(y).sum()  # the training loss
+    loss = _batch_loss(model)(x, y)  # one batch of 4N
     loss.backward()
     full = _grads(model)
 
     model.zero_grad(set_to_none=True)
     micro = micro_batches(x, y, 4)
     assert [len(b[1]) for b in micro] == [4] * n_micro + ([extra] if extra else [])
-    total = accumulated_backward(micro, _per_item(model), _weights)
+    total = accumulated_backward(micro, _batch_loss(model), _weights)
     accumulated = _grads(model)
     assert total.item() == pytest.approx(loss.item(), rel=1e-12)
     for a, b in zip(full, accumulated):
@@ -56,7 +63,7 @@ def test_n_micro_batches_of_4_give_the_gradients_of_one_batch_of_4n(n_micro: int
 
     model.zero_grad(set_to_none=True)  # the naive scaling (1/N per micro-batch) is not the same
     for xb, yb in micro:
-        ((_per_item(model)(xb, yb) * _weights(yb)).sum() / _weights(yb).sum() / len(micro)).backward()
+        (_batch_loss(model)(xb, yb) / len(micro)).backward()
     assert not all(torch.allclose(a, b, rtol=1e-6) for a, b in zip(full, _grads(model)))
 
 
@@ -64,14 +71,32 @@ def test_one_micro_batch_is_the_plain_loss_bit_for_bit() -> None:
     x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     y = torch.tensor([0, 1, 1, 0, 1, 1])
     model = _model()
-    loss = (_per_item(model)(x, y) * _weights(y)).sum() / _weights(y).sum()
+    loss = _batch_loss(model)(x, y)
     loss.backward()
     full = _grads(model)
     model.zero_grad(set_to_none=True)
     calls = []
-    total = accumulated_backward(micro_batches(x, y, 6), _per_item(model), _weights,
+    total = accumulated_backward(micro_batches(x, y, 6), _batch_loss(model), _weights,
                                  backward=lambda l: (calls.append(1), l.backward()))
     assert calls == [1] and total.item() == loss.item()
     assert all(torch.equal(a, b) for a, b in zip(full, _grads(model)))
     with pytest.raises(ValueError):
         micro_batches(x, y, 0)
+
+
+def test_no_sync_wraps_every_micro_batch_but_the_last() -> None:
+    import contextlib
+
+    x = torch.rand(10, 3, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    y = torch.tensor([0, 1] * 5)
+    model = _model()
+    events = []
+
+    @contextlib.contextmanager
+    def no_sync():
+        events.append("no_sync")
+        yield
+
+    accumulated_backward(micro_batches(x, y, 4), _batch_loss(model), _weights,
+                         backward=lambda l: (events.append("backward"), l.backward()), no_sync=no_sync)
+    assert events == ["no_sync", "backward", "no_sync", "backward", "backward"]
