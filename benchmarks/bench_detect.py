@@ -2,6 +2,7 @@
 
     python benchmarks/bench_detect.py [--videos 8] [--frames 32] [--length 32] [--size 640x360]
                                       [--models smallcnn mobilenet_v3_small efficientnet_b0]
+                                      [--threads N] [--device cpu|cuda]
 
 For each model, a freshly initialised checkpoint carrying a recipe with ``frames.count = --frames``
 and the model's input size scores ``--videos`` clips of ``--length`` frames (h264, 25 fps, a
@@ -57,9 +58,13 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["smallcnn", "mobilenet_v3_small",
                                                      "efficientnet_b0"])
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads for classification (default: torch's; MTCNN always uses 1)")
     ap.add_argument("--photos", default=None, help="folder of face photos (default: packaged)")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
