@@ -199,7 +199,7 @@ def _fit(model: Detector, train_ds: FaceDataset, tp: TrainParams, rt: Runtime, e
                     if k not in ("epoch", "seconds") and isinstance(v, float) and math.isfinite(v):
                         writer.add_scalar(f"{tag}/{k}", v, epoch + 1)
                 improved = best is None or scores["select"] > best["select"] + 1e-9
-                log.info("%s epoch %d/%d: loss %.4f, val %s%s (%.1fs, %.0f img/s)", tag, epoch + 1,
+                log.info("%s epoch %d/%d: loss %.4f, %s%s (%.1fs, %.0f img/s)", tag, epoch + 1,
                          epochs, row["train_loss"],
                          ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
                          " *" if improved else "", row["seconds"],
