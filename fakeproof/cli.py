@@ -161,7 +161,8 @@ def cmd_models(args: argparse.Namespace) -> dict:
 
     for name in list_models():
         cfg = model_config(name)
-        print(f"{name:20s} input {cfg.input_size:4d}  {cfg.paper}")
+        weights = f"  [imagenet: {cfg.weights}]" if cfg.weights else ""
+        print(f"{name:20s} input {cfg.input_size:4d}  {cfg.paper}{weights}")
     return {}
 
 

@@ -184,6 +184,8 @@ class SplitParams:
 class ModelParams:
     name: str = "smallcnn"
     pretrained: Optional[str] = None
+    input_size: Optional[int] = Num(None, 16, 2048, "side the detector resizes its input to inside "
+                                    "forward; null = as stored (fixed-size models resize anyway)")
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,7 @@ class TrainParams:
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     deterministic: bool = True
     nproc: int = Num(1, 1, 1024, "data-parallel training processes on this machine (DDP)")
+    freeze_epochs: int = Num(0, 0, 10000, "epochs with the backbone frozen (head only) first")
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,10 @@ class AdvParams:
     alpha: float = Eps("1/255", doc="PGD step size while training")
     steps: int = Num(5, 1, 1000)
     random_start: bool = True
-    clean_share: float = Num(0.2, 0.0, 1.0, "share of clean images in each batch")
+    clean_share: float = Num(0.2, 0.0, 1.0, "share of clean images in each batch (pgd, fgsm_rs)")
+    method: Literal["pgd", "fgsm_rs", "trades", "mart"] = "pgd"  # fakeproof/objectives
+    beta: float = Num(6.0, 0.0, 1000.0, "weight of the KL term of trades and mart (papers: 6)")
+    warmup_epochs: int = Num(0, 0, 10000, "epochs over which eps ramps linearly from 0")
     epochs: int = Num(10, 1, 10000)
     lr: float = Num(2e-3, 0.0, 10.0)
     seed: int = Num(0, 0)

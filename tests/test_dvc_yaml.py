@@ -17,7 +17,7 @@ import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
 PKG = PROJECT / "fakeproof"
-PACKAGES = {"attacks", "sources", "demo", "corruptions"}  # sub-packages depended on as whole folders
+PACKAGES = {"attacks", "sources", "demo", "corruptions", "models", "objectives"}  # sub-packages depended on as whole folders
 ENTRY = {"download": "ingest", "extract_frames": "frames", "crop_faces": "faces", "split": "splits",
          "pretrain": "train", "adv_finetune": "train", "evaluate": "evaluate",
          "ensemble": "ensemble"}

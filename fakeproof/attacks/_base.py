@@ -140,6 +140,35 @@ def loss_per_sample(logits: Tensor, labels: Tensor, loss: str) -> Tensor:
     return F.softplus(-m) if loss == "ce" else -m
 
 
+def kl_per_sample(ref_logits: Tensor, logits: Tensor) -> Tensor:
+    """``KL(p_ref || p)`` per sample between two two-logit views (softmax distributions).
+
+    TRADES' and MART's robustness term (ref = clean, p = adversarial). Computed from
+    log-softmaxes, so it stays finite and >= 0 for confident predictions.
+    """
+    log_ref = F.log_softmax(ref_logits, dim=1)
+    return (log_ref.exp() * (log_ref - F.log_softmax(logits, dim=1))).sum(dim=1)
+
+
+class KLView(nn.Module):
+    """The two-logit view ``[0, KL(p_ref || p(x))]`` of a model, for attacks maximising the KL.
+
+    With label 0 (real) and ``loss='margin'``, an attack's loss ``logit_other - logit_y`` is the
+    KL itself, so :func:`~fakeproof.attacks.pgd` with this view solves TRADES' inner problem
+    (maximise ``KL(p(x) || p(x'))`` in the ball) with the same loop, projections and generator as
+    every other attack. ``ref_logits`` (N, 2) are detached; the view sees the samples in order.
+    """
+
+    def __init__(self, model: Model, ref_logits: Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.ref_logits = ref_logits.detach()
+
+    def forward(self, images: Tensor) -> Tensor:
+        kl = kl_per_sample(self.ref_logits.to(images.device), two_logits(self.model, images).float())
+        return torch.stack([torch.zeros_like(kl), kl], dim=1)
+
+
 def input_grad(model: Model, images: Tensor, labels: Tensor, loss: str
                ) -> tuple[Tensor, Tensor, Tensor]:
     """One forward and one backward pass: (d loss / d images, loss per sample, logits), detached.
