@@ -45,6 +45,8 @@ from fakeproof import resume as resume_mod
 from fakeproof import runtime
 from fakeproof.runtime import Runtime
 
+from fakeproof.accumulate import accumulated_backward, micro_batches
+from fakeproof.calibration import fit_temperature
 from fakeproof.config import AdvParams, Params, TrainParams, as_dict
 from fakeproof.data import DataPaths, FaceDataset, collate_faces, make_loader
 from fakeproof.data import _worker_init as worker_init
@@ -115,7 +117,7 @@ def train_loader(ds: FaceDataset, tp: TrainParams, rt: Runtime, seed: int, epoch
         sampler = RandomSampler(ds, generator=g)
     workers = workers_for(tp, rt)
     per_rank = max(1, tp.batch_size // rt.world_size)
-    return DataLoader(ds, batch_size=per_rank, sampler=sampler, num_workers=workers,
+    return DataLoader(ds, batch_size=per_rank * tp.grad_accum, sampler=sampler, num_workers=workers,
                       collate_fn=collate_faces, pin_memory=rt.device.type == "cuda",
                       worker_init_fn=worker_init if workers > 0 else None)
 
@@ -141,7 +143,8 @@ def _fit(model: Detector, train_ds: FaceDataset, tp: TrainParams, rt: Runtime, e
             module, device_ids=[rt.device] if rt.device.type == "cuda" else None)
     opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=tp.weight_decay)
     per_rank = max(1, tp.batch_size // rt.world_size)
-    steps_per_epoch = max(1, math.ceil(math.ceil(len(train_ds) / rt.world_size) / per_rank))
+    steps_per_epoch = max(1, math.ceil(math.ceil(len(train_ds) / rt.world_size)
+                                       / (per_rank * tp.grad_accum)))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
                                                 pct_start=0.15)
     scaler = rt.scaler()
@@ -176,13 +179,18 @@ def _fit(model: Detector, train_ds: FaceDataset, tp: TrainParams, rt: Runtime, e
             for step, (x, y, _) in enumerate(tqdm(loader, desc=f"{tag} epoch {epoch + 1}/{epochs}",
                                                   leave=False, disable=None if rt.main else True)):
                 x, y = rt.to_device(x), y.to(rt.device, non_blocking=True)
-                loss = step_loss(net, module, x, y, gen, weights)
+                opt.zero_grad(set_to_none=True)
+                # train.grad_accum micro-batches per update (one when 1: the plain step, bit for bit)
+                loss = accumulated_backward(
+                    micro_batches(x, y, per_rank),
+                    lambda xm, ym: step_loss(net, module, xm, ym, gen, weights),
+                    lambda ym: weights.to(ym.device)[ym.long()],
+                    backward=lambda part: scaler.scale(part).backward(),
+                    no_sync=net.no_sync if rt.distributed else None)
                 if not torch.isfinite(loss):
                     raise TrainingError(f"{tag}: the loss became {float(loss.detach())} at epoch "
                                         f"{epoch + 1}, step {step + 1}; lower the learning rate "
                                         "(train.lr / adv.lr)")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
@@ -243,11 +251,15 @@ def _val_scores(model: nn.Module, val_ds: FaceDataset, batch_size: int,
     return {"val_auc": m["auc"], "val_bacc": m["bacc"], "val_acc": m["acc"], "select": m["auc"]}
 
 
-def _val_threshold(model: nn.Module, val_ds: FaceDataset, batch_size: int) -> float:
-    """The decision threshold on P(fake) that maximises val balanced accuracy (stored in the
-    checkpoint for ``fakeproof detect``; evaluate's attacks keep the model's own 0.5 boundary)."""
+def _calibrate(model: nn.Module, val_ds: FaceDataset, batch_size: int, calibrate: bool
+               ) -> tuple[float, float]:
+    """Temperature (Guo et al., ICML 2017: fitted on val by minimising log loss; 1 when
+    ``eval.calibrate`` is off) and the threshold on the calibrated P(fake) that maximises val
+    balanced accuracy. Both go into the checkpoint for ``fakeproof detect``; evaluate's attacks
+    keep the model's own decision boundary (logit 0)."""
     logits, labels = _val_logits(model, val_ds, batch_size, torch.device("cpu"))
-    return best_threshold(labels, proba(logits))
+    temperature = fit_temperature(logits, labels) if calibrate else 1.0
+    return temperature, best_threshold(labels, proba(logits, temperature))
 
 
 def _datasets(paths: DataPaths, seed: int, augment: bool) -> tuple[FaceDataset, FaceDataset]:
@@ -292,13 +304,14 @@ def run_pretrain(params: Params, paths: DataPaths, out_model: Path, out_metrics:
     if not rt.main:
         runtime.teardown()
         return {}
-    threshold = _val_threshold(model, val_ds, tp.batch_size)
+    temperature, threshold = _calibrate(model, val_ds, tp.batch_size, params.eval.calibrate)
     meta = {"stage": "pretrain", "best": best, "model": as_dict(params.model), "train": as_dict(tp),
             "image_size": int(train_ds[0][0].shape[-1]),
-            "recipe": build_recipe(params, threshold=threshold)}
+            "recipe": build_recipe(params, threshold=threshold, temperature=temperature)}
     save_checkpoint(out_model, model, _canonical(meta))
     metrics = {"best_epoch": best["epoch"], "val_auc": best["val_auc"], "val_bacc": best["val_bacc"],
-               "val_acc": best["val_acc"], "val_threshold": threshold, "epochs_run": len(curve),
+               "val_acc": best["val_acc"], "val_threshold": threshold,
+               "val_temperature": temperature, "epochs_run": len(curve),
                "train_faces": len(train_ds), "val_faces": len(val_ds)}
     write_json(out_metrics, metrics)
     write_csv(out_curve, pd.DataFrame(curve).drop(columns=["seconds", "select"]))
@@ -387,11 +400,11 @@ def run_adv_finetune(params: Params, paths: DataPaths, clean_model: Path, out_mo
     if not rt.main:
         runtime.teardown()
         return {}
-    threshold = _val_threshold(model, val_ds, tp.batch_size)
+    temperature, threshold = _calibrate(model, val_ds, tp.batch_size, params.eval.calibrate)
     meta = {"stage": "adv_finetune", "best": best, "adv": as_dict(ap), "from": str(clean_model),
             "clean_best": clean_meta.get("best"), "model": clean_meta.get("model"),
             "image_size": clean_meta.get("image_size"),
-            "recipe": build_recipe(params, threshold=threshold)}
+            "recipe": build_recipe(params, threshold=threshold, temperature=temperature)}
     save_checkpoint(out_model, model, _canonical(meta))
     sweep = {}
     for eps in ap.val_eps:
@@ -402,7 +415,8 @@ def run_adv_finetune(params: Params, paths: DataPaths, clean_model: Path, out_mo
              ap.select_steps, ", ".join(f"{k}: bacc {v['pgd_bacc']:.3f}" for k, v in sweep.items()))
     metrics = {"best_epoch": best["epoch"], "val_auc": best["val_auc"], "val_bacc": best["val_bacc"],
                "val_pgd_bacc": best["val_pgd_bacc"], "val_pgd_acc": best["val_pgd_acc"],
-               "val_threshold": threshold, "eps": ap.eps, "epochs_run": len(curve),
+               "val_threshold": threshold, "val_temperature": temperature, "eps": ap.eps,
+               "epochs_run": len(curve),
                "select_attack": f"PGD-{ap.select_steps} seed {ap.select_seed}",
                "val_sweep": sweep}
     write_json(out_metrics, metrics)

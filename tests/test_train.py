@@ -219,7 +219,8 @@ def test_adv_finetune_writes_a_robust_model(trained) -> None:
     assert meta["stage"] == "adv_finetune" and meta["image_size"] == 16
     assert meta["adv"]["eps"] == pytest.approx(params.adv.eps)
     changed = [k for k, v in clean.state_dict().items()
-               if v.is_floating_point() and not torch.equal(v, robust.state_dict()[k])]
+               if isinstance(v, torch.Tensor) and v.is_floating_point()
+              and not torch.equal(v, robust.state_dict()[k])]
     assert any(k.endswith("weight") for k in changed)
 
     val = FaceDataset(paths.store, paths.faces_csv, paths.splits_csv, "val")
