@@ -53,16 +53,18 @@ from fakeproof.data import _worker_init as worker_init
 from fakeproof.errors import TrainingError
 from fakeproof.io import write_csv, write_json
 from fakeproof.metrics import best_threshold, binary_metrics
-from fakeproof.models import Detector, create_model, load_checkpoint, save_checkpoint
+from fakeproof.models import (Detector, create_model, load_checkpoint, save_checkpoint,
+                              set_backbone_frozen)
+from fakeproof.objectives import catastrophic_overfit, get_objective, warmup_budget
 from fakeproof.predict import as_logit_array, logits_of, proba
 from fakeproof.recipe import build_recipe
 
 log = logging.getLogger(__name__)
 
 #: loss of one batch: (model to train, unwrapped model for crafting, images, labels, the epoch's
-#: generator, class weights)
-StepLoss = Callable[[nn.Module, nn.Module, torch.Tensor, torch.Tensor, torch.Generator, torch.Tensor],
-                    torch.Tensor]
+#: generator, class weights, progress in epochs: epoch + step / steps_per_epoch)
+StepLoss = Callable[[nn.Module, nn.Module, torch.Tensor, torch.Tensor, torch.Generator, torch.Tensor,
+                     float], torch.Tensor]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -124,7 +126,8 @@ def train_loader(ds: FaceDataset, tp: TrainParams, rt: Runtime, seed: int, epoch
 
 def _fit(model: Detector, train_ds: FaceDataset, tp: TrainParams, rt: Runtime, epochs: int,
          lr: float, seed: int, step_loss: StepLoss, score: Callable[[nn.Module], dict],
-         tb_dir: Path, tag: str, resume: Optional[Path], fp: str) -> tuple[dict, list[dict]]:
+         tb_dir: Path, tag: str, resume: Optional[Path], fp: str,
+         guard: Optional[Callable[[list[dict]], bool]] = None) -> tuple[dict, list[dict]]:
     """Train with per-epoch val scoring on rank 0; return the best epoch's val scores and curve.
 
     One loop for every precision and process count: autocast and a GradScaler that is a no-op
@@ -140,7 +143,8 @@ def _fit(model: Detector, train_ds: FaceDataset, tp: TrainParams, rt: Runtime, e
     net: nn.Module = module
     if rt.distributed:
         net = nn.parallel.DistributedDataParallel(
-            module, device_ids=[rt.device] if rt.device.type == "cuda" else None)
+            module, device_ids=[rt.device] if rt.device.type == "cuda" else None,
+            find_unused_parameters=tp.freeze_epochs > 0)  # a frozen backbone gets no gradient
     opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=tp.weight_decay)
     per_rank = max(1, tp.batch_size // rt.world_size)
     steps_per_epoch = max(1, math.ceil(math.ceil(len(train_ds) / rt.world_size)
@@ -174,6 +178,8 @@ def _fit(model: Detector, train_ds: FaceDataset, tp: TrainParams, rt: Runtime, e
             torch.manual_seed(epoch_seed(seed, epoch))
             gen = torch.Generator().manual_seed(epoch_seed(seed + 1, epoch))
             loader = train_loader(train_ds, tp, rt, seed, epoch)
+            if tp.freeze_epochs:
+                set_backbone_frozen(module, epoch < tp.freeze_epochs)
             net.train()
             total = torch.zeros(2, dtype=torch.float64)
             for step, (x, y, _) in enumerate(tqdm(loader, desc=f"{tag} epoch {epoch + 1}/{epochs}",
@@ -183,7 +189,8 @@ def _fit(model: Detector, train_ds: FaceDataset, tp: TrainParams, rt: Runtime, e
                 # train.grad_accum micro-batches per update (one when 1: the plain step, bit for bit)
                 loss = accumulated_backward(
                     micro_batches(x, y, per_rank),
-                    lambda xm, ym: step_loss(net, module, xm, ym, gen, weights),
+                    lambda xm, ym: step_loss(net, module, xm, ym, gen, weights,
+                                             epoch + step / steps_per_epoch),
                     lambda ym: weights.to(ym.device)[ym.long()],
                     backward=lambda part: scaler.scale(part).backward(),
                     no_sync=net.no_sync if rt.distributed else None)
@@ -206,7 +213,8 @@ def _fit(model: Detector, train_ds: FaceDataset, tp: TrainParams, rt: Runtime, e
                 for k, v in row.items():
                     if k not in ("epoch", "seconds") and isinstance(v, float) and math.isfinite(v):
                         writer.add_scalar(f"{tag}/{k}", v, epoch + 1)
-                improved = best is None or scores["select"] > best["select"] + 1e-9
+                collapsed = guard is not None and guard(curve)
+                improved = not collapsed and (best is None or scores["select"] > best["select"] + 1e-9)
                 log.info("%s epoch %d/%d: loss %.4f, %s%s (%.1fs, %.0f img/s)", tag, epoch + 1,
                          epochs, row["train_loss"],
                          ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
@@ -218,8 +226,13 @@ def _fit(model: Detector, train_ds: FaceDataset, tp: TrainParams, rt: Runtime, e
                     stale = 0
                 else:
                     stale += 1
-                stop = stale >= tp.patience
-                if stop:
+                stop = stale >= tp.patience or collapsed
+                if collapsed:
+                    row["collapsed"] = True
+                    log.warning("%s: catastrophic overfitting at epoch %d (val PGD accuracy "
+                                "collapsed); keeping epoch %s and stopping", tag, epoch + 1,
+                                best["epoch"] if best else "none")
+                elif stop:
                     log.info("%s: early stop after %d epochs without val gain", tag, stale)
                 resume_mod.save_state(resume, {
                     "fingerprint": fp, "epoch": epoch + 1, "model": module.state_dict(),
@@ -277,7 +290,7 @@ def _datasets(paths: DataPaths, seed: int, augment: bool) -> tuple[FaceDataset, 
 
 
 def _clean_loss(rt: Runtime) -> StepLoss:
-    def step(net, module, x, y, gen, weights):
+    def step(net, module, x, y, gen, weights, progress):
         with rt.autocast():
             return weighted_bce(net(x), y, weights)
     return step
@@ -290,7 +303,7 @@ def run_pretrain(params: Params, paths: DataPaths, out_model: Path, out_metrics:
     rt = runtime.setup(tp, tp.seed)
     t0 = time.perf_counter()
     train_ds, val_ds = _datasets(paths, tp.seed, tp.augment)
-    model = create_model(params.model.name, params.model.pretrained)
+    model = create_model(params.model.name, params.model.pretrained, params.model.input_size)
     if rt.main:
         log.info("pretrain: %s on %d train / %d val faces (fake share %.2f), %d epochs",
                  params.model.name, len(train_ds), len(val_ds), float(train_ds.labels.mean()),
@@ -359,44 +372,52 @@ def _adv_val_scores(model: nn.Module, val_ds: FaceDataset, ap: AdvParams, batch_
             "val_pgd_acc": rob["acc"], "select": (clean["val_bacc"] + rob["bacc"]) / 2}
 
 
-def _pgd_loss(rt: Runtime, ap: AdvParams) -> StepLoss:
-    """Madry et al.'s objective with a clean share: the last (1 - adv.clean_share) of each batch
-    is replaced by L-inf PGD examples crafted in float32 on the unwrapped model in eval mode
-    (BatchNorm running statistics used, not updated), then the batch is trained on in train mode."""
-    from fakeproof.attacks import pgd
+def _objective_loss(rt: Runtime, ap: AdvParams) -> StepLoss:
+    """The adversarial objective ``adv.method`` (:mod:`fakeproof.objectives`: pgd, fgsm_rs, trades,
+    mart) with its eps ramped over ``adv.warmup_epochs``. Examples are crafted in float32 on the
+    unwrapped model in eval mode (BatchNorm running statistics used, not updated); the loss runs
+    under autocast with the model in train mode."""
+    objective = get_objective(ap.method)
 
-    def step(net, module, x, y, gen, weights):
-        n_clean = int(round(ap.clean_share * len(y)))
-        if n_clean < len(y) and ap.eps > 0:
-            was = module.training
-            module.eval()
-            adv = pgd(module, x[n_clean:], y[n_clean:].long(), eps=ap.eps, alpha=ap.alpha,
-                      steps=ap.steps, random_start=ap.random_start, generator=gen)
-            module.train(was)
-            x = torch.cat([x[:n_clean], adv.detach()])
+    def step(net, module, x, y, gen, weights, progress):
+        eps, alpha = warmup_budget(ap, progress)
         with rt.autocast():
-            return weighted_bce(net(x), y, weights)
+            loss, _ = objective(net, x, y.long(), eps=eps, alpha=alpha, steps=ap.steps,
+                                weights=weights.to(x.device), generator=gen,
+                                clean_share=ap.clean_share, beta=ap.beta,
+                                random_start=ap.random_start, craft_model=module)
+        return loss
     return step
+
+
+def _fgsm_rs_guard(curve: list[dict]) -> bool:
+    """Wong et al.'s guard for FGSM training: val PGD accuracy collapsing between epochs means
+    catastrophic overfitting; the epoch is not kept and training stops."""
+    if len(curve) < 2:
+        return False
+    return catastrophic_overfit(curve[-2]["val_pgd_acc"], curve[-1]["val_pgd_acc"])
 
 
 def run_adv_finetune(params: Params, paths: DataPaths, clean_model: Path, out_model: Path,
                      out_metrics: Path, out_curve: Path, tb_dir: Path,
                      resume: Optional[Path] = None) -> dict:
-    """The adv_finetune stage: PGD adversarial fine-tuning of ``models/clean.pt``."""
+    """The adv_finetune stage: adversarial fine-tuning of ``models/clean.pt`` (``adv.method``)."""
     tp, ap = params.train, params.adv
     rt = runtime.setup(tp, ap.seed)
     t0 = time.perf_counter()
     model, clean_meta = load_checkpoint(clean_model)
     train_ds, val_ds = _datasets(paths, ap.seed, tp.augment)
     if rt.main:
-        log.info("adv_finetune: eps %.5f (%.2f/255), alpha %.5f, %d steps, clean share %.2f, "
-                 "%d epochs on %d train faces", ap.eps, ap.eps * 255, ap.alpha, ap.steps,
-                 ap.clean_share, ap.epochs, len(train_ds))
+        log.info("adv_finetune: %s at eps %.5f (%.2f/255), alpha %.5f, %d steps, clean share %.2f, "
+                 "beta %g, warm-up %d epochs, %d epochs on %d train faces", ap.method, ap.eps,
+                 ap.eps * 255, ap.alpha, ap.steps, ap.clean_share, ap.beta, ap.warmup_epochs,
+                 ap.epochs, len(train_ds))
     fp = resume_mod.fingerprint({"stage": "adv_finetune", "adv": as_dict(ap), "train": as_dict(tp)},
                                 [clean_model, paths.store, paths.faces_csv, paths.splits_csv])
-    best, curve = _fit(model, train_ds, tp, rt, ap.epochs, ap.lr, ap.seed, _pgd_loss(rt, ap),
+    best, curve = _fit(model, train_ds, tp, rt, ap.epochs, ap.lr, ap.seed, _objective_loss(rt, ap),
                        score=lambda m: _adv_val_scores(m, val_ds, ap, tp.batch_size, rt.device),
-                       tb_dir=tb_dir, tag="adv_finetune", resume=resume, fp=fp)
+                       tb_dir=tb_dir, tag="adv_finetune", resume=resume, fp=fp,
+                       guard=_fgsm_rs_guard if ap.method == "fgsm_rs" else None)
     if not rt.main:
         runtime.teardown()
         return {}
@@ -418,9 +439,13 @@ def run_adv_finetune(params: Params, paths: DataPaths, clean_model: Path, out_mo
                "val_threshold": threshold, "val_temperature": temperature, "eps": ap.eps,
                "epochs_run": len(curve),
                "select_attack": f"PGD-{ap.select_steps} seed {ap.select_seed}",
+               "method": ap.method,
+               "catastrophic_overfit_epoch": next((r["epoch"] for r in curve if r.get("collapsed")),
+                                                  None),
                "val_sweep": sweep}
     write_json(out_metrics, metrics)
-    write_csv(out_curve, pd.DataFrame(curve).drop(columns=["seconds", "select"]))
+    write_csv(out_curve, pd.DataFrame(curve).drop(columns=["seconds", "select", "collapsed"],
+                                                   errors="ignore"))
     resume_mod.clear(resume)
     runtime.teardown()
     log.info("adv_finetune: best epoch %d, val AUC %.4f, val PGD bacc %.4f; %.1fs", best["epoch"],

@@ -268,3 +268,21 @@ def test_adv_finetune_reports_a_val_eps_sweep_with_a_stronger_select_attack(trai
     assert saved["select_attack"].startswith("PGD-10")
     accs = [saved["val_sweep"][k]["pgd_acc"] for k in ("2/255", "4/255", "8/255")]
     assert accs[0] >= accs[2]  # a larger eps never leaves more val faces correct here
+
+
+@pytest.mark.parametrize("method", ["fgsm_rs", "trades", "mart"])
+def test_every_adversarial_objective_trains_through_the_stage(trained, tmp_path, method) -> None:
+    params = tiny_params(adv={"method": method, "epochs": 1, "warmup_epochs": 1})
+    out = _finetune(params, trained["paths"], trained["root"] / "run1" / "clean.pt", tmp_path)
+    saved = json.loads((tmp_path / "finetune.json").read_text())
+    assert saved["method"] == method and out["epochs_run"] == 1
+    model, meta = load_checkpoint(tmp_path / "robust.pt")
+    assert meta["adv"]["method"] == method
+
+
+def test_fgsm_rs_guard_fires_on_a_collapse_of_val_pgd_accuracy() -> None:
+    from fakeproof.train import _fgsm_rs_guard
+
+    assert _fgsm_rs_guard([{"val_pgd_acc": 0.6}, {"val_pgd_acc": 0.1}]) is True
+    assert _fgsm_rs_guard([{"val_pgd_acc": 0.6}, {"val_pgd_acc": 0.55}]) is False
+    assert _fgsm_rs_guard([{"val_pgd_acc": 0.6}]) is False
