@@ -154,7 +154,7 @@ class FramesParams:
 @dataclass(frozen=True)
 class FacesParams:
     image_size: int = Num(128, 16, 1024, "side of the stored square crop (the model's input)")
-    margin: float = Num(1 / 3, 0.0, 3.0, "extra box size on each side, as a share of the box")
+    margin: float = Num(0.3333, 0.0, 3.0, "extra box size on each side, as a share of the box")
     thresholds: list[float] = Opt(lambda: [0.6, 0.7, 0.7], "MTCNN P/R/O-net thresholds")
     min_face_size: int = Num(20, 4, 2048)
     detect_max_side: int = Num(640, 64, 8192, "frames are downscaled to this for detection")
