@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py [--images 256] [--sizes 128 224] [--threads 2]
                                       [--encoding png] [--pgd-steps 5]
+    python benchmarks/bench_train.py memory [--small 432] [--large 4320]
 
 For mobilenet_v3_small (one logit) at each input size, on the same images, batch, threads and
 optimiser:
@@ -14,6 +15,10 @@ optimiser:
 It ends with ``train loop / bare loop: R.RRx`` (the worst row; goal >= 0.95x), then each
 adversarial step's cost over a clean step (PGD-k crafting in eval mode + the training step; goal
 PGD-k <= (k+1)x, as k forward+backward passes of crafting plus one of training).
+
+``memory``: peak RSS of one training epoch (smallcnn, 128 px PNG store) on the demo's number of
+training faces and on 10x that, each in a fresh process: memory must stay flat in the dataset's
+size (the loader reads crops from the LMDB store on demand; only the face index is in memory).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import pandas as pd
 import torch
 
 from fakeproof.attacks import pgd
-from fakeproof.config import params_from_dict
+from fakeproof.config import default_params, params_from_dict
 from fakeproof.data import FaceDataset
 from fakeproof.models import create_model
 from fakeproof.runtime import Runtime
@@ -55,8 +60,7 @@ def build_store(root: Path, n: int, size: int, encoding: str) -> Path:
 
 
 def loop_rate(root: Path, size: int, threads: int, batch: int) -> float:
-    tp = params_from_dict({s: {} for s in ("data", "frames", "faces", "split", "model", "train",
-                                           "adv", "eval")}).train
+    tp = params_from_dict(default_params()).train
     tp = tp.__class__(**{**tp.__dict__, "batch_size": batch, "threads": threads, "num_workers": 0,
                          "epochs": 1, "augment": False})
     ds = FaceDataset(root / "faces.lmdb", root / "faces.csv", root / "splits.csv", "train")
@@ -64,7 +68,7 @@ def loop_rate(root: Path, size: int, threads: int, batch: int) -> float:
     model = create_model("mobilenet_v3_small")
     rt = Runtime(torch.device("cpu"), None, channels_last=False)
 
-    def step(net, module, x, y, gen, weights):
+    def step(net, module, x, y, gen, weights, progress):
         return weighted_bce(net(x), y, weights)
 
     t0 = time.perf_counter()
@@ -127,7 +131,52 @@ def step_costs(size: int, batch: int, k: int, reps: int = 3) -> dict[str, float]
     return out
 
 
+def _epoch_peak_rss(n: int) -> float:
+    """Peak RSS (MiB) of a fresh process that trains smallcnn one epoch on ``n`` faces."""
+    import subprocess
+    import sys
+
+    code = f"""
+import resource, sys, tempfile, torch
+from pathlib import Path
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from bench_train import build_store
+from fakeproof.config import default_params, params_from_dict
+from fakeproof.data import FaceDataset
+from fakeproof.models import create_model
+from fakeproof.runtime import Runtime
+from fakeproof.train import _fit, weighted_bce
+torch.set_num_threads(2)
+with tempfile.TemporaryDirectory() as d:
+    root = build_store(Path(d), {n}, 128, "png")
+    tp = params_from_dict(default_params()).train
+    tp = tp.__class__(**{{**tp.__dict__, "epochs": 1, "augment": "light"}})
+    ds = FaceDataset(root / "faces.lmdb", root / "faces.csv", root / "splits.csv", "train", augment=True)
+    step = lambda net, module, x, y, gen, w, progress: weighted_bce(net(x), y, w)
+    _fit(create_model("smallcnn"), ds, tp, Runtime(torch.device("cpu"), None, False), 1, 1e-3, 0, step,
+         lambda m: {{"select": 0.0}}, root / "tb", "mem", None, "fp")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def memory(small: int, large: int) -> None:
+    rows = [{"train faces": n, "peak RSS MiB": round(_epoch_peak_rss(n), 1)} for n in (small, large)]
+    print(pd.DataFrame(rows).to_string(index=False))
+    print(f"peak RSS {large} / {small} faces: {rows[1]['peak RSS MiB'] / rows[0]['peak RSS MiB']:.2f}x")
+
+
 def main() -> None:
+    import sys
+
+    if len(sys.argv) > 1 and sys.argv[1] == "memory":
+        mp = argparse.ArgumentParser(description="peak RSS of a training epoch, N vs 10N faces")
+        mp.add_argument("--small", type=int, default=432)
+        mp.add_argument("--large", type=int, default=4320)
+        a = mp.parse_args(sys.argv[2:])
+        memory(a.small, a.large)
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
