@@ -1,117 +1,50 @@
-"""End to end: real `dvc` in a temporary git repo on a tiny demo dataset.
+"""End to end: real `dvc` in a temporary git repo on a tiny demo dataset (``tests/_dvcrepo.py``).
 
-Covers the acceptance of the spine: `dvc repro` runs all seven stages, `dvc status` is then up to
-date, `dvc exp run -S adv.eps=2/255` (the default is 4/255) re-runs only adv_finetune and evaluate and `dvc exp show`
-shows the eps as typed, `dvc metrics diff` shows the change, the data stages give byte-identical
-outputs when forced to run again, and a real local DVC remote round trip (push, clone, pull)
-leaves the clone up to date. Marked e2e (a few minutes on 2 cores); `make test` runs it.
+Covers the acceptance of the spine: `dvc repro` runs every stage (the shared ``tiny_pipeline``
+fixture), `dvc status` is then up to date, the data stages give byte-identical outputs when forced
+to run again, and `dvc exp run -S adv.eps=2/255` (the tiny baseline trains at 8/255) re-runs only
+adv_finetune and the stages after it (evaluate ...), `dvc exp show` shows the eps as typed and
+`dvc metrics diff` the change of the headline metrics. Sweeps and the shared remote have their own modules
+(test_sweep_e2e.py, test_remote_e2e.py). Marked e2e; `make test` runs it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from _dvcrepo import CHEAP_EVAL, copy_repo, downstream, dvc, lock_hashes, ran_stages
+
 pytestmark = pytest.mark.e2e
-
-TINY = {
-    "data": {"demo": {"groups": 6, "frames": 8, "fps": 8, "size": 128, "crf": 23}},
-    "frames": {"count": 3},
-    "faces": {"image_size": 64, "batch_size": 8},
-    "model": {"name": "smallcnn"},
-    "train": {"epochs": 2, "batch_size": 16, "patience": 2},
-    "adv": {"epochs": 1, "steps": 2},
-    "eval": {"eps": [0, "2/255", "8/255"], "attacks": ["fgsm", "pgd", "square"], "pgd_steps": 3,
-             "square_queries": 10, "max_samples": 16, "gallery": 2, "roc_eps": "8/255"},
-}
-
-
-def _merge(base: dict, over: dict) -> dict:
-    for k, v in over.items():
-        if isinstance(v, dict):
-            _merge(base.setdefault(k, {}), v)
-        else:
-            base[k] = v
-    return base
-
-
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONHASHSEED="0",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                             f"{proc.stderr[-3000:]}")
-    return proc
-
-
-def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return run([str(Path(sys.executable).parent / "dvc"), *args], cwd, check)
-
-
-def make_project(dest: Path) -> Path:
-    """A git + DVC repo holding this project's pipeline with tiny demo params."""
-    dest.mkdir()
-    for name in ("dvc.yaml", "stages", "fakeproof", ".dvcignore", ".gitignore"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / name)
-    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q", "-b", "main"], dest)
-    run(["git", "config", "user.email", "ci@fakeproof.test"], dest)
-    run(["git", "config", "user.name", "fakeproof ci"], dest)
-    dvc("init", "-q", cwd=dest)
-    dvc("config", "core.analytics", "false", cwd=dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-q", "-m", "pipeline"], dest)
-    return dest
-
-
-def lock_hashes(repo: Path) -> dict[str, str]:
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return {f"{stage}:{o['path']}": o["md5"] for stage, s in lock["stages"].items()
-            for o in s.get("outs", [])}
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    repo = make_project(tmp_path_factory.mktemp("e2e") / "proj")
-    out = dvc("repro", cwd=repo)
-    for stage in ("download", "extract_frames", "crop_faces", "split", "pretrain", "adv_finetune",
-                  "evaluate"):
-        assert f"Running stage '{stage}'" in out.stdout, out.stdout
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", "baseline run"], repo)
-    return repo
+def repo(tiny_pipeline: Path, tmp_path_factory) -> Path:
+    return copy_repo(tiny_pipeline, tmp_path_factory.mktemp("e2e") / "proj")
 
 
 def test_repro_outputs_and_status(repo: Path) -> None:
     assert "up to date" in dvc("status", cwd=repo).stdout
-    report = json.loads((repo / "metrics/eval.json").read_text())
+    headline = json.loads((repo / "metrics/headline.json").read_text())
+    assert headline["eps"] == "8/255"
     for model in ("clean", "robust"):
-        assert 0.0 <= report[model]["auc"] <= 1.0
-        assert "pgd_acc" in report[model] and "square_acc" in report[model]
-        assert report["detail"][model]["sanity"]["eps0_equals_clean"] is True
-    assert report["max_eps"] == "8/255"
+        assert 0.0 <= headline[model]["auc"] <= 1.0
+        assert 0.0 <= headline[model]["robust_acc"] <= 1.0
+    detail = json.loads((repo / "metrics/eval.json").read_text())
+    for model in ("clean", "robust"):
+        assert detail["models"][model]["sanity"]["eps0_differs_from_clean"]["fired"] is False
     videos = (repo / "data/raw/videos.csv").read_text().splitlines()
     assert len(videos) - 1 >= 12
     assert (repo / "data/faces.lmdb/data.mdb").is_file()
     assert not (repo / "data/faces.lmdb/lock.mdb").exists()
-    sweep = (repo / "metrics/plots/robust_acc.csv").read_text().splitlines()
+    sweep = (repo / "metrics/plots/eval/robust_acc.csv").read_text().splitlines()
     assert sweep[0].startswith("eps,eps_255,") and len(sweep) == 4
-    assert (repo / "metrics/plots/gallery.png").read_bytes()[:4] == b"\x89PNG"
-    assert list((repo / "models/tensorboard/pretrain").glob("events.out.tfevents.*"))
+    assert (repo / "metrics/plots/eval/gallery.png").read_bytes()[:4] == b"\x89PNG"
+    # TensorBoard events (wall-clock times, host names) are written, but are no DVC out.
+    assert list((repo / "runs/tensorboard/pretrain").glob("events.out.tfevents.*"))
+    assert not [k for k in lock_hashes(repo) if "tensorboard" in k]
 
 
 def test_data_stages_are_byte_deterministic(repo: Path) -> None:
@@ -126,46 +59,18 @@ def test_data_stages_are_byte_deterministic(repo: Path) -> None:
 
 
 def test_exp_run_fraction_reruns_only_downstream(repo: Path) -> None:
-    out = dvc("exp", "run", "-S", "adv.eps=2/255", cwd=repo).stdout
-    ran = {s for s in ("download", "extract_frames", "crop_faces", "split", "pretrain",
-                       "adv_finetune", "evaluate") if f"Running stage '{s}'" in out}
-    assert ran == {"adv_finetune", "evaluate"}, out
+    rerun = downstream(repo, "adv_finetune")
+    assert {"adv_finetune", "evaluate"} <= rerun and "pretrain" not in rerun, rerun
+    out = dvc("exp", "run", "-S", "adv.eps=2/255", *CHEAP_EVAL, cwd=repo).stdout
+    assert ran_stages(out) == rerun, out
     assert "eps: 2/255" in (repo / "params.yaml").read_text()
     show = dvc("exp", "show", "--csv", cwd=repo).stdout
     assert "2/255" in show
-    diff = dvc("metrics", "diff", "--json", cwd=repo).stdout
-    changed = json.loads(diff)
-    assert "metrics/finetune.json" in changed and "eps" in changed["metrics/finetune.json"]
-    assert abs(changed["metrics/finetune.json"]["eps"]["new"] - 2 / 255) < 1e-6
-    assert abs(changed["metrics/finetune.json"]["eps"]["old"] - 4 / 255) < 1e-6
+    changed = json.loads(dvc("metrics", "diff", "--json", cwd=repo).stdout)
+    # The headline file changed; the full detail (eval.json) is an out, not a metric.
+    assert "metrics/headline.json" in changed and "metrics/eval.json" not in changed, changed
+    assert any(k.startswith("robust.") for k in changed["metrics/headline.json"]), changed
     # Bad values stop the stage with one line naming the key.
     bad = dvc("exp", "run", "-S", "adv.eps=4/0", cwd=repo, check=False)
     assert bad.returncode != 0
     assert "adv.eps = '4/0': division by zero" in bad.stdout + bad.stderr
-
-
-def test_queued_sweep_runs_each_eps(repo: Path) -> None:
-    dvc("exp", "run", "--queue", "-S", "adv.eps=1/255,2/255", cwd=repo)
-    queued = dvc("queue", "status", cwd=repo).stdout
-    assert queued.count("Queued") == 2, queued
-    dvc("exp", "run", "--run-all", cwd=repo)
-    show = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
-    text = json.dumps(show)
-    assert '"1/255"' in text and '"2/255"' in text
-    failed = dvc("queue", "status", cwd=repo).stdout
-    assert "Failed" not in failed, failed
-
-
-def test_local_remote_round_trip(repo: Path, tmp_path: Path) -> None:
-    run(["git", "checkout", "-q", "--", "."], repo)
-    dvc("checkout", "-f", cwd=repo)
-    remote = tmp_path / "remote"
-    dvc("remote", "add", "-f", "-d", "store", str(remote), cwd=repo)
-    run(["git", "commit", "-q", "-am", "remote"], repo)
-    dvc("push", cwd=repo)
-    clone = tmp_path / "clone"
-    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
-    dvc("pull", cwd=clone)
-    assert "up to date" in dvc("status", cwd=clone).stdout
-    assert (clone / "models/robust.pt").read_bytes() == (repo / "models/robust.pt").read_bytes()
-    assert (clone / "data/faces.lmdb/data.mdb").stat().st_size > 0
