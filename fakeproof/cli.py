@@ -260,6 +260,9 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    # Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a busy 2-core
+    # machine spinning made training steps 2-5x slower (DESIGN.md); a free machine loses nothing.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
