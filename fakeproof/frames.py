@@ -37,6 +37,7 @@ import logging
 import os
 import re
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -294,9 +295,12 @@ def run_extract_frames(params: Params, videos_csv: Path, out_dir: Path) -> dict:
     index_rows: list[dict] = []
     problems: list[dict] = []
     base = os.getcwd()  # workers (a forkserver, other machines) do not share our working directory
+    # The stage alone needs no torch in its workers; a process that has torch loaded (tests, a
+    # notebook) will likely crop faces next and gets the forkserver crop_faces wants.
+    preload = parallel.PREPROCESS_MODULES if "torch" in sys.modules else ("fakeproof.frames",)
     with atomic_path(out_dir, is_dir=True) as tmp, \
             parallel.executor("frames", fp.workers, fp.scheduler, tasks=len(rows),
-                              preload=parallel.PREPROCESS_MODULES) as ex:
+                              preload=preload) as ex:
         # Results come back in table order, so outputs do not depend on timing or backend.
         tasks = ((row, fp, str(tmp.resolve()), base) for row in rows)
         for res_rows, prob in tqdm(ex.imap(extract_task, tasks), total=len(rows),

@@ -159,8 +159,11 @@ def forkserver_context(preload: Sequence[str] = ()) -> Any:
     """The ``forkserver`` multiprocessing context, its server started with ``preload`` imported.
 
     Only the first call in a process starts the server (later lists are ignored); ``"__main__"``
-    is preloaded too, which each worker would otherwise import again.
+    is preloaded too, which each worker would otherwise import again. Where the OS has no
+    forkserver (Windows), ``spawn``: every worker imports what it needs itself.
     """
+    if "forkserver" not in multiprocessing.get_all_start_methods():  # pragma: no cover - Windows
+        return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["__main__", "fakeproof.parallel", *preload])
     from multiprocessing import forkserver
@@ -332,6 +335,7 @@ def executor(key: str, workers: int, scheduler: Optional[str], tasks: Optional[i
     else:
         n = resolve_workers(workers, tasks)
         ex = InProcess(key) if n == 1 else LocalProcesses(key, n, preload)
+    log.debug("%s: tasks run on %s", key, ex.description)
     try:
         yield ex
     finally:
