@@ -200,7 +200,8 @@ class TrainParams:
     grad_accum: int = Num(1, 1, 4096, "micro-batches of train.batch_size per optimiser step: the "
                                       "update of an N times larger batch (up to BatchNorm statistics)")
     seed: int = Num(0, 0)
-    num_workers: int = Num(-1, -1, 64, "loader workers; -1 = auto (none on the CPU, up to 8 on CUDA)")
+    num_workers: int = Num(-1, -1, 64, "loader workers; -1 = auto (none on the CPU; on CUDA all "
+                                       "cores but one, at most 16)")
     threads: int = Num(2, 1, 256)
     device: str = field(default="auto", metadata={"doc": "auto | cpu | cuda | cuda:N"})
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"

@@ -96,10 +96,16 @@ def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tens
 def workers_for(tp: TrainParams, rt: Runtime) -> int:
     """``train.num_workers``; -1 (auto) = none on the CPU, where decoding PNG crops costs far less
     than a training step and workers would take cores from the step (benchmarks/bench_loader.py:
-    decoding is 5.5x faster than mobilenet_v3_small training per core), and up to 8 on CUDA."""
+    decoding is 5.5x faster than mobilenet_v3_small training per core). On CUDA the loader is the
+    bottleneck (an H200 trains mobilenet_v3_small at 224 at about 7,000 img/s, 8 workers decode
+    3,050 img/s of JPEG crops: benchmarks/bench_train.py gpu), so every core but one per process
+    on this machine (LOCAL_WORLD_SIZE under torchrun), at most 16."""
     if tp.num_workers >= 0:
         return tp.num_workers
-    return 0 if rt.device.type == "cpu" else min(8, os.cpu_count() or 1)
+    if rt.device.type == "cpu":
+        return 0
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    return max(1, min(16, (os.cpu_count() or 2) // local - 1))
 
 
 def train_loader(ds: FaceDataset, tp: TrainParams, rt: Runtime, seed: int, epoch: int

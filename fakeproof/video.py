@@ -97,6 +97,21 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+@functools.lru_cache(maxsize=1)
+def passthrough_option() -> str:
+    """The output option that keeps every decoded frame with its timestamp: ``fps_mode`` on
+    ffmpeg >= 5.1, ``vsync`` before (Ubuntu 22.04's ffmpeg 4.4, older imageio-ffmpeg builds, which
+    reject ``-fps_mode``); both take ``passthrough``. A version that does not parse (a git build,
+    ``N-12345-g...``) is taken as new."""
+    try:
+        first = subprocess.run([ffmpeg_exe(), "-version"], capture_output=True, text=True,
+                               timeout=30).stdout.split("\n", 1)[0]
+    except (OSError, subprocess.SubprocessError):
+        return "fps_mode"
+    m = re.search(r"version n?(\d+)\.(\d+)", first)
+    return "vsync" if m and (int(m.group(1)), int(m.group(2))) < (5, 1) else "fps_mode"
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     width: int
@@ -165,8 +180,8 @@ def read_frames(path: str | Path, indices: Sequence[int], info: VideoInfo | None
     if (w, h) != (info.width, info.height):
         stream = stream.filter("scale", w, h, flags="area")
     try:
-        out, err = (stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough",
-                      threads=1)
+        out, err = (stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", threads=1,
+                                   **{passthrough_option(): "passthrough"})
             .global_args("-nostdin", "-hide_banner", "-v", "error")
             .run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True, quiet=True))
     except ffmpeg.Error as e:

@@ -107,3 +107,58 @@ def load_checkpoint_cpu(path: Path):
     from fakeproof.models import load_checkpoint
 
     return load_checkpoint(path)
+
+
+ADV_ARGS = ["--store", "data/faces.lmdb", "--faces", "data/faces.csv", "--splits", "data/splits.csv",
+            "--clean", "models/clean.pt", "--out", "models/robust.pt", "--metrics",
+            "metrics/finetune.json", "--curve", "metrics/finetune_curve.csv", "--tensorboard",
+            "runs/tb_adv", "--resume", "runs/resume_adv.pt"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fp16_pretrain_and_pgd_finetune_on_the_gpu(tmp_path: Path) -> None:
+    """fp16 (GradScaler) pretraining, then PGD fine-tuning on CUDA: both write checkpoints that load
+    on the CPU, and the fine-tuned model's val PGD accuracy is one that CPU scoring reproduces."""
+    work = _workdir(tmp_path / "fp16", device="cuda", amp="fp16", epochs=2)
+    run = _pretrain(work)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "amp fp16" in run.stderr
+    raw = yaml.safe_load((work / "params.yaml").read_text())
+    raw["adv"].update({"epochs": 1, "steps": 3, "val_samples": 8})
+    (work / "params.yaml").write_text(yaml.safe_dump(raw))
+    adv = subprocess.run([sys.executable, str(PROJECT / "stages" / "adv_finetune.py"), *ADV_ARGS],
+                         cwd=work, capture_output=True, text=True, timeout=600)
+    assert adv.returncode == 0, adv.stderr[-3000:]
+    model, meta = load_checkpoint_cpu(work / "models" / "robust.pt")
+    assert meta["stage"] == "adv_finetune"
+    assert next(model.parameters()).device.type == "cpu"
+    saved = json.loads((work / "metrics" / "finetune.json").read_text())
+    assert 0.0 <= saved["val_pgd_bacc"] <= 1.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_attacks_craft_on_the_models_device_in_float32() -> None:
+    """Every attack keeps the model's device and returns float32 inside the eps ball; under an
+    enclosing fp16 autocast the input gradient is still the float32 one (fp16 would underflow)."""
+    from fakeproof.attacks import ATTACKS, get_attack
+    from fakeproof.attacks._base import input_grad
+    from fakeproof.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("smallcnn").cuda().eval()
+    x = torch.rand(16, 3, 32, 32, device="cuda")
+    y = (model(x).squeeze(1) > 0).long()  # the model's own calls: every attack has work
+    full, _, _ = input_grad(model, x, y, "ce")
+    with torch.autocast("cuda", dtype=torch.float16):
+        mixed, _, _ = input_grad(model, x, y, "ce")
+    assert mixed.dtype == torch.float32 and float(full.abs().max()) > 0
+    # float32 up to kernel rounding (cudnn, atomic adds), far below fp16's 1e-3 relative error
+    assert float((mixed - full).norm() / full.norm()) < 1e-4
+    eps = 4 / 255
+    for name in sorted(ATTACKS):
+        with torch.autocast("cuda", dtype=torch.float16):
+            adv = get_attack(name).fn(model, x, y, eps=eps)
+        assert adv.device.type == "cuda" and adv.dtype == torch.float32, name
+        assert float((adv - x).abs().max()) <= eps + 1e-6, name

@@ -174,9 +174,10 @@ def input_grad(model: Model, images: Tensor, labels: Tensor, loss: str
     """One forward and one backward pass: (d loss / d images, loss per sample, logits), detached.
 
     Only the gradient with respect to the images is computed (``torch.autograd.grad``), so
-    nothing is written into ``param.grad``.
+    nothing is written into ``param.grad``. Autocast is off here whatever encloses the call: an
+    fp16 input gradient underflows for confident samples and would silently weaken the attack.
     """
-    with torch.enable_grad():
+    with torch.enable_grad(), torch.autocast(images.device.type, enabled=False):
         x = images.detach().requires_grad_(True)
         logits = two_logits(model, x)
         values = loss_per_sample(logits, labels, loss)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from fakeproof.corruptions._base import CorruptionError, check_images, check_severity, level, to_uint8
-from fakeproof.video import ffmpeg_exe
+from fakeproof.video import ffmpeg_exe, passthrough_option
 
 FPS = 25
 TIMEOUT_S = 300
@@ -51,7 +51,7 @@ def encode_decode(frames: np.ndarray, crf: int) -> np.ndarray:
                       "-x264-params", "threads=1:lookahead-threads=1", "-f", "h264", "pipe:"],
                      np.ascontiguousarray(frames, dtype=np.uint8).tobytes(), f"encode at CRF {crf}")
     raw = _ffmpeg(["-format_whitelist", "h264", "-f", "h264", "-i", "pipe:", "-f", "rawvideo",
-                   "-pix_fmt", "rgb24", "-fps_mode", "passthrough", "pipe:"], stream, "decode")
+                   "-pix_fmt", "rgb24", f"-{passthrough_option()}", "passthrough", "pipe:"], stream, "decode")
     if len(raw) != n * h * w * 3:
         raise CorruptionError(f"h264: decoded {len(raw) // max(1, h * w * 3)} of {n} frames at "
                               f"CRF {crf}")
