@@ -253,3 +253,18 @@ def fix_dvc_yaml() -> None:
 
 if __name__ == "__main__":
     fix_dvc_yaml()
+
+
+def test_the_readme_shows_the_real_dag() -> None:
+    """README's mermaid graph is `dvc dag --md` of this dvc.yaml (reads dvc.yaml only)."""
+    import shutil
+    import subprocess
+    import sys
+
+    dvc = (shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc")
+           or pytest.skip("dvc is not installed"))
+    run = subprocess.run([dvc, "dag", "--md"], cwd=PROJECT, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() in (PROJECT / "README.md").read_text(), \
+        "README's dvc dag is stale: paste `dvc dag --md` into it"
