@@ -196,6 +196,44 @@ def measure(fn) -> tuple[int, float, float]:
     return frames, wall, m.seconds
 
 
+def backend_runs(bare_fn, jobs: list, stage, dask_workers: int, repeats: int, bare_name: str
+                 ) -> tuple[list, dict]:
+    """Time the bare operation (``bare_fn`` over ``jobs``, returning frames) in 1 and in every-core
+    processes beside the stage (``stage(tag, **knobs) -> measure(...)``) in one process, every core
+    and a Dask LocalCluster of ``dask_workers``; ``repeats`` rounds, warm-ups untimed. Returns
+    ``(configs, runs)`` for :func:`print_table`."""
+    import dask
+    import distributed
+
+    from fakeproof import parallel
+
+    cores = parallel.cpu_count()
+
+    def bare(n: int) -> tuple[int, float, float]:
+        with parallel.executor("bench", n, None, tasks=len(jobs),
+                               preload=parallel.PREPROCESS_MODULES) as ex:
+            list(ex.imap(bare_fn, jobs[:n]))  # warm: every worker imports and builds its model
+            return measure(lambda: sum(ex.imap(bare_fn, jobs)))
+
+    parallel.forkserver_context(parallel.PREPROCESS_MODULES)
+    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}), \
+            distributed.LocalCluster(n_workers=dask_workers, threads_per_worker=1, processes=True,
+                                     dashboard_address=None) as cluster:
+        addr = cluster.scheduler_address
+        configs = [(bare_name, 1, lambda: bare(1)),
+                   (bare_name, cores, lambda: bare(cores)),
+                   ("stage, 1 process", 1, lambda: stage("one", workers=1)),
+                   ("stage, workers 0", cores, lambda: stage("all", workers=0)),
+                   ("stage, dask LocalCluster", dask_workers, lambda: stage("dask", scheduler=addr))]
+        stage("warm", scheduler=addr)  # dask workers import torch (and build MTCNN): not timed
+        stage("warm", workers=0)
+        runs: dict[int, list[tuple[int, float, float]]] = {i: [] for i in range(len(configs))}
+        for _ in range(repeats):
+            for i, (_, _, fn) in enumerate(configs):
+                runs[i].append(fn())
+    return configs, runs
+
+
 _bare_mtcnn = None
 
 
@@ -218,9 +256,6 @@ def bare_detect(job: tuple[str, list, list]) -> int:
 
 
 def cmd_speed(args: argparse.Namespace) -> None:
-    import dask
-    import distributed
-
     from fakeproof import parallel
     from fakeproof.faces import detection_size, run_crop_faces
     from fakeproof.frames import iter_frame_batches, run_extract_frames
@@ -251,12 +286,6 @@ def cmd_speed(args: argparse.Namespace) -> None:
             np.save(tmp / f"{vid}.npy", arr, allow_pickle=True)
             jobs.append((str(tmp / f"{vid}.npy"), fp.min_face_size, list(fp.thresholds)))
 
-        def bare(n: int) -> tuple[int, float, float]:
-            with parallel.executor("bench", n, None, tasks=len(jobs),
-                                   preload=parallel.PREPROCESS_MODULES) as ex:
-                list(ex.imap(bare_detect, jobs[:n]))  # warm: MTCNN built in every worker
-                return measure(lambda: sum(ex.imap(bare_detect, jobs)))
-
         devices: set[str] = set()
 
         def stage(tag: str, **faces) -> tuple[int, float, float]:
@@ -268,22 +297,8 @@ def cmd_speed(args: argparse.Namespace) -> None:
                 return stats["frames"]
             return measure(run)
 
-        parallel.forkserver_context(parallel.PREPROCESS_MODULES)
-        with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}), \
-                distributed.LocalCluster(n_workers=args.dask, threads_per_worker=1, processes=True,
-                                         dashboard_address=None) as cluster:
-            addr = cluster.scheduler_address
-            configs = [("bare MTCNN", 1, lambda: bare(1)),
-                       ("bare MTCNN", cores, lambda: bare(cores)),
-                       ("stage, 1 process", 1, lambda: stage("one", workers=1)),
-                       ("stage, workers 0", cores, lambda: stage("all", workers=0)),
-                       ("stage, dask LocalCluster", args.dask, lambda: stage("dask", scheduler=addr))]
-            stage("warm", scheduler=addr)  # dask workers import torch and build MTCNN: not timed
-            stage("warm", workers=0)
-            runs: dict[int, list[tuple[int, float, float]]] = {i: [] for i in range(len(configs))}
-            for _ in range(args.repeats):
-                for i, (_, _, fn) in enumerate(configs):
-                    runs[i].append(fn())
+        configs, runs = backend_runs(bare_detect, jobs, stage, args.dask, args.repeats,
+                                     "bare MTCNN")
     print_table(f"\ncrop_faces speed: {args.videos} videos x {args.frames} frames at {w}x{h}, "
                 f"detect_max_side {fp.detect_max_side}, batch {fp.batch_size}, encoding "
                 f"{fp.encoding}, videos_per_task {fp.videos_per_task}, {cores} cores, MTCNN on "

@@ -21,7 +21,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench_crop import make_clips, make_params, measure, print_table
+from bench_crop import backend_runs, make_clips, make_params, measure, print_table
 
 
 def bare_job(job: tuple[str, list[int], int, object]) -> int:
@@ -45,8 +45,6 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    import dask
-    import distributed
     import pandas as pd
 
     from fakeproof import parallel, video
@@ -63,32 +61,12 @@ def main() -> None:
             info = video.probe(path)
             jobs.append((path, choose_indices(params.frames, info), params.frames.max_side, info))
 
-        def bare(n: int) -> tuple[int, float, float]:
-            with parallel.executor("bench", n, None, tasks=len(jobs),
-                                   preload=parallel.PREPROCESS_MODULES) as ex:
-                list(ex.imap(bare_job, jobs[:n]))  # warm the workers
-                return measure(lambda: sum(ex.imap(bare_job, jobs)))
-
         def stage(tag: str, **frames) -> tuple[int, float, float]:
             p = dataclasses.replace(params, frames=dataclasses.replace(params.frames, **frames))
             return measure(lambda: run_extract_frames(p, csv, tmp / tag)["frames"])
 
-        parallel.forkserver_context(parallel.PREPROCESS_MODULES)
-        with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}), \
-                distributed.LocalCluster(n_workers=args.dask, threads_per_worker=1, processes=True,
-                                         dashboard_address=None) as cluster:
-            addr = cluster.scheduler_address
-            configs = [("bare decode", 1, lambda: bare(1)),
-                       ("bare decode", cores, lambda: bare(cores)),
-                       ("stage, 1 process", 1, lambda: stage("one", workers=1)),
-                       ("stage, workers 0", cores, lambda: stage("all", workers=0)),
-                       ("stage, dask LocalCluster", args.dask, lambda: stage("dask", scheduler=addr))]
-            stage("warm", scheduler=addr)
-            stage("warm", workers=0)
-            runs: dict[int, list[tuple[int, float, float]]] = {i: [] for i in range(len(configs))}
-            for _ in range(args.repeats):
-                for i, (_, _, fn) in enumerate(configs):
-                    runs[i].append(fn())
+        configs, runs = backend_runs(bare_job, jobs, stage, args.dask, args.repeats,
+                                     "bare decode")
     print_table(f"\nextract_frames speed: {args.videos} clips of {args.length} frames at {w}x{h}, "
                 f"{args.frames} kept per clip, JPEG {params.frames.jpeg_quality}, {cores} cores, "
                 f"load average {os.getloadavg()[0]:.1f}, median of {args.repeats}", configs, runs,
