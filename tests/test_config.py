@@ -159,16 +159,24 @@ def _leaves(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _committed_params() -> dict | None:
-    """params.yaml as committed at HEAD, validated and with defaults filled; None without git
-    or when HEAD's file no longer loads with the working tree's code (a rename in progress)."""
+def _committed_raw() -> dict | None:
+    """params.yaml as committed at HEAD (the shipped file), parsed; None without git."""
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         return None
     shown = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True,
                            text=True)
     try:
-        return as_dict(params_from_dict(yaml.safe_load(shown.stdout), "HEAD:params.yaml"))
-    except (ParamsError, yaml.YAMLError):
+        return yaml.safe_load(shown.stdout) if shown.returncode == 0 else None
+    except yaml.YAMLError:
+        return None
+
+
+def _committed_params(raw: dict | None) -> dict | None:
+    """That file validated, with defaults filled; None when it no longer loads with the working
+    tree's code (a rename in progress)."""
+    try:
+        return as_dict(params_from_dict(raw, "HEAD:params.yaml")) if raw else None
+    except ParamsError:
         return None
 
 
@@ -176,15 +184,21 @@ def test_params_yaml_equals_the_code_defaults_key_by_key() -> None:
     """One home for defaults: the dataclasses in fakeproof/config.py. The shipped params.yaml
     lists every key (so `dvc params diff` shows every value) with exactly the default value.
 
-    An experiment (`dvc exp run -S adv.eps=2/255`) rewrites values in the workspace copy, never
-    keys; so keys are checked there, and each value must equal the default in the workspace copy
-    or in the committed one (HEAD): an experiment passes, and so does a default changed in both
-    files before the commit; a value that differs from the default in both is drift."""
-    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
+    A user's experiment (`dvc exp run -S adv.eps=2/255`, even `-S new.key=1`) rewrites the
+    workspace copy, so keys are checked on the committed file (HEAD; the workspace copy only
+    without git), and each value must equal the default in the workspace copy or in the
+    committed one: an experiment passes, and so does a default changed in both files before the
+    commit; a value that differs from the default in both is drift."""
+    work_raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    head_raw = _committed_raw()
     defaults = default_params()
-    assert _leaves(shipped).keys() == _leaves(defaults).keys()
+    assert _leaves(head_raw or work_raw).keys() == _leaves(defaults).keys()
     want = _leaves(as_dict(params_from_dict(defaults)))
-    work = _leaves(as_dict(params_from_dict(shipped)))
-    head = _leaves(_committed_params() or {})
-    drift = {k: work[k] for k in want if want[k] != work[k] and head.get(k, work[k]) != want[k]}
+    try:
+        work = _leaves(as_dict(params_from_dict(work_raw)))
+    except ParamsError:  # an experiment's extra key: values are then judged on HEAD alone
+        work = {}
+    head = _leaves(_committed_params(head_raw) or {})
+    drift = {k: work.get(k, head.get(k)) for k in want
+             if work.get(k, head.get(k)) != want[k] and head.get(k, work.get(k)) != want[k]}
     assert not drift, f"params.yaml differs from the code defaults at {drift}"
