@@ -23,7 +23,7 @@ training faces and on 10x that, each in a fresh process: memory must stay flat i
 size (the loader reads crops from the LMDB store on demand; only the face index is in memory).
 
 ``gpu``: on a CUDA device, per model at 224 px with bf16 autocast and channels_last: the loader
-alone (JPEG crops from the LMDB store, ``train.num_workers: -1`` = 8 workers, pinned memory), one
+alone (JPEG crops from the LMDB store, ``train.num_workers: -1``: every core but one, pinned memory), one
 epoch of fakeproof's clean training loop, a bare loop on images already on the GPU, and one epoch
 of PGD-5 adversarial fine-tuning through ``adv_finetune``'s own objective (examples crafted in
 float32). Each loop runs once untimed first (cudnn.benchmark autotuning, worker start-up, the
@@ -48,7 +48,7 @@ from fakeproof.data import FaceDataset
 from fakeproof.models import create_model
 from fakeproof.runtime import Runtime
 from fakeproof.store import FaceStoreWriter, face_key
-from fakeproof.train import _fit, weighted_bce
+from fakeproof.train import _clean_loss, _fit, weighted_bce
 
 
 def build_store(root: Path, n: int, size: int, encoding: str) -> Path:
@@ -211,7 +211,7 @@ def smooth_store(root: Path, n: int, size: int) -> Path:
 def gpu(models: list[str], size: int, n: int, n_adv: int, batch: int, steps: int,
         device: str = "cuda") -> None:
     from fakeproof.config import AdvParams
-    from fakeproof.train import _clean_loss, _objective_loss, train_loader
+    from fakeproof.train import _objective_loss, train_loader
 
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench_train.py gpu: torch sees no CUDA device (--device cpu: a dry run)")
@@ -238,7 +238,7 @@ def gpu(models: list[str], size: int, n: int, n_adv: int, batch: int, steps: int
 
         ds, ds_adv = ds_of("clean"), ds_of("adv")
         loader = {}
-        for workers in (0, -1, -1):  # -1: train.num_workers auto (8 on CUDA); twice, warm second
+        for workers in (0, -1, -1):  # -1: train.num_workers auto (cores - 1 on CUDA); warm second
             tw = tp.__class__(**{**tp.__dict__, "num_workers": workers})
             t0 = time.perf_counter()
             seen = sum(len(y) for _x, y, _ in train_loader(ds, tw, rt, 0, 0))
@@ -281,7 +281,6 @@ def repeat_check(ds: FaceDataset, tp) -> None:
     import warnings
 
     from fakeproof import runtime
-    from fakeproof.train import _clean_loss
 
     tpd = tp.__class__(**{**tp.__dict__, "deterministic": True})
     states = []
@@ -303,11 +302,6 @@ def repeat_check(ds: FaceDataset, tp) -> None:
           f"a deterministic kernel: {', '.join(ops) or 'none'}", flush=True)
 
 
-def _amp_bce(rt: Runtime, net, x, y, w):
-    with rt.autocast():
-        return weighted_bce(net(x), y, w)
-
-
 def bare_gpu_rate(name: str, n: int, size: int, batch: int, rt: Runtime) -> float:
     """A bare bf16 loop on images already on the GPU (the ceiling of the training loop)."""
     torch.manual_seed(0)
@@ -318,11 +312,12 @@ def bare_gpu_rate(name: str, n: int, size: int, batch: int, rt: Runtime) -> floa
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     w = torch.ones(2, device=rt.device)
     steps = max(8, n // batch)
+    step = _clean_loss(rt)  # pretrain's own step: autocast + class-weighted BCE
 
     def run(k):
         for i in range(k):
             s = (i % 8) * batch
-            loss = _amp_bce(rt, model, x_all[s:s + batch], y_all[s:s + batch], w)
+            loss = step(model, model, x_all[s:s + batch], y_all[s:s + batch], None, w, 0.0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
