@@ -96,10 +96,12 @@ def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tens
 def workers_for(tp: TrainParams, rt: Runtime) -> int:
     """``train.num_workers``; -1 (auto) = none on the CPU, where decoding PNG crops costs far less
     than a training step and workers would take cores from the step (benchmarks/bench_loader.py:
-    decoding is 5.5x faster than mobilenet_v3_small training per core). On CUDA the loader is the
-    bottleneck (an H200 trains mobilenet_v3_small at 224 at about 7,000 img/s, 8 workers decode
-    3,050 img/s of JPEG crops: benchmarks/bench_train.py gpu), so every core but one per process
-    on this machine (LOCAL_WORLD_SIZE under torchrun), at most 16."""
+    decoding is 5.5x faster than mobilenet_v3_small training per core). On CUDA every core but
+    one per process on this machine (LOCAL_WORLD_SIZE under torchrun), at most 16: there the
+    loader is the bottleneck (H200, benchmarks/bench_train.py gpu: a bare bf16 loop trains
+    mobilenet_v3_small at 224 at 10,006 img/s; the loader gives 3,050 img/s with 8 workers and
+    3,145 with 15, so its ceiling is the main process receiving float32 batches, and the spare
+    workers cost nothing while the GPU waits)."""
     if tp.num_workers >= 0:
         return tp.num_workers
     if rt.device.type == "cpu":
