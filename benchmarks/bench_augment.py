@@ -41,12 +41,11 @@ def one_preset(params, paths: DataPaths, preset: str, severities: list[int], out
     run_evaluate(p, paths, {"clean": out / "clean.pt"}, out / "headline.json", out / "eval.json",
                  out / "plots", out_corruptions=out / "corruptions.json")
     e = json.loads((out / "eval.json").read_text())["models"]["clean"]
-    h = json.loads((out / "headline.json").read_text())["clean"]
     eps = eps_label(ep.headline_eps)
     clean, pgd = e["test_clean"]["frame"], e["attacks"]["pgd"][eps]["frame"]
     val = json.loads((out / "pretrain.json").read_text())
     return {"preset": preset, "val_auc": val["val_auc"], "clean": clean, "pgd": pgd,
-            "corr": (h["mean_corruption_auc"], h["mean_corruption_auc_lo"], h["mean_corruption_auc_hi"]),
+            "corr": tuple(e["corruptions"]["mean_corruption_auc"][k] for k in ("auc", "auc_lo", "auc_hi")),
             "seconds": (t_train, time.perf_counter() - t0 - t_train), "eps": eps}
 
 

@@ -45,14 +45,15 @@ from fakeproof.config import EvalParams
 from fakeproof.data import DataPaths, FaceDataset, make_loader
 from fakeproof.delong import delong_test
 from fakeproof.errors import FakeproofError
-from fakeproof.evaluate import Sample, attack_seed, choose_sample, eps_label, eval_budget
+from fakeproof.evaluate import (Sample, attack_seed, attack_videos, choose_sample, eps_label,
+                                eval_budget)
 from fakeproof.fusion import Member
 from fakeproof.io import tidy
 from fakeproof.metrics import aggregate_videos
 from fakeproof.models import load_checkpoint
 from fakeproof.predict import as_logit_array, logits_of, proba
 from fakeproof.recipe import read_recipe
-from fakeproof.runtime import resolve_device
+from fakeproof.runtime import frozen_on, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +216,7 @@ def load_contender(path: Path, label: str, device: torch.device = torch.device("
     """Load a checkpoint (errors name the file) with its recipe; frozen, in eval mode."""
     model, meta = load_checkpoint(path)
     recipe = read_recipe(meta, str(path))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    member = Member(model, int(recipe["input_size"])).to(device).eval()
+    member = frozen_on(Member(model, int(recipe["input_size"])), device)
     return Contender(label, Path(path), member, recipe)
 
 
@@ -285,7 +284,7 @@ def run_compare(spec_a: str, spec_b: str, data: DataPaths, ep: EvalParams,
         "test_videos": int(frames["video_id"].nunique()), "test_faces": int(len(frames)),
         **_paired(clean[0], clean[1], ep)}
     if eps:
-        sample = choose_sample(frames, ep.attack_videos, ep.seed)
+        sample = choose_sample(frames, attack_videos(ep), ep.seed)
         adv = [video_scores(c, sample.frames, pgd_logits(c, ds, sample, ep, eps)) for c in (a, b)]
         out["pgd"] = {"eps": eps_label(eps), "videos": int(sample.frames["video_id"].nunique()),
                       **_paired(adv[0], adv[1], ep)}

@@ -248,8 +248,9 @@ class EvalParams:
     apgd_steps: Optional[int] = Num(None, 1, 100000, "null: from eval.preset")
     apgd_restarts: Optional[int] = Num(None, 1, 1000, "null: from eval.preset")
     square_queries: Optional[int] = Num(None, 1, 10000000, "null: from eval.preset")
-    attack_videos: Optional[int] = Num(None, 2, 10000000, "whole test videos attacked, stratified "
-                                                          "by class and method; null = all")
+    attack_videos: Optional[int] = Num(None, 0, 10000000, "whole test videos attacked, stratified "
+                                                          "by class and method; null: from "
+                                                          "eval.preset; 0: every test video")
     bootstrap: int = Num(1000, 10, 1000000, "bootstrap draws (videos resampled) per interval")
     batch_size: int = Num(64, 1, 4096)
     video_agg: Literal["mean", "max", "confident"] = "mean"

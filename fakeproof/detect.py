@@ -53,6 +53,7 @@ from fakeproof.metrics import aggregate_videos
 from fakeproof.models import Detector, ModelError, load_checkpoint
 from fakeproof.predict import proba
 from fakeproof.recipe import REFRESH, RecipeError, read_recipe, recipe_params
+from fakeproof.runtime import frozen_on
 from fakeproof.store import decode_tensor, encode_image
 
 log = logging.getLogger(__name__)
@@ -189,7 +190,7 @@ def load_detector(checkpoint: str | Path, device: str | torch.device = "auto") -
     dev = resolve_device(device)
     if "device" in {f.name for f in dataclasses.fields(faces)}:  # MTCNN follows --device too
         faces = dataclasses.replace(faces, device=dev.type)
-    return Bundle(model.to(dev).eval(), recipe, frames, faces, dev, path, FaceCropper(faces))
+    return Bundle(frozen_on(model, dev), recipe, frames, faces, dev, path, FaceCropper(faces))
 
 
 # -- Inputs ----------------------------------------------------------------------------------------

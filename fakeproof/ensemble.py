@@ -21,8 +21,10 @@
 
 Outputs: ``models/ensemble.pt`` (loads with :func:`fakeproof.models.load_checkpoint`, so
 ``fakeproof detect`` and ``fakeproof evaluate`` take it like any checkpoint), the detail JSON, a
-small headline JSON (the ensemble's AUC and robust balanced accuracy with intervals) and the
-robust-accuracy-vs-eps table.
+small headline JSON (``{"ens": ...}`` with the five keys of :func:`fakeproof.evaluate.headline`:
+clean AUC with its interval and balanced accuracy, robust balanced accuracy at
+``eval.headline_eps`` with its interval; the short key keeps ``dvc exp show`` narrow; the sanity
+flags are in the detail) and the robust-accuracy-vs-eps table.
 """
 
 from __future__ import annotations
@@ -51,12 +53,13 @@ from fakeproof.metrics import best_threshold, score_spread
 from fakeproof.models import load_checkpoint
 from fakeproof.predict import as_logit_array, logits_of, proba
 from fakeproof.recipe import build_recipe, read_recipe
-from fakeproof.runtime import resolve_device
+from fakeproof.runtime import frozen_on, resolve_device
 
 __all__ = ["Ensemble", "EnsembleError", "Member", "fit_weights", "load_member", "log_loss",
            "resize", "run_ensemble", "select_members", "transfer_matrix"]
 
 log = logging.getLogger(__name__)
+HEADLINE_KEY = "ens"  # the ensemble's key in its headline file (dvc exp show: ens.auc, ...)
 
 
 class EnsembleError(FakeproofError, ValueError):
@@ -236,7 +239,7 @@ def run_ensemble(params: Params, paths: DataPaths, members: Mapping[str, Path], 
     t0 = time.perf_counter()
     loaded = {name: load_member(path) for name, path in chosen.items()}
     for member, _ in loaded.values():
-        member.to(device)
+        frozen_on(member, device)
     names = list(loaded)
     val_ds = _split(paths, "val", "the fusion weights and threshold are fitted on val")
     test_ds = _split(paths, "test", "AUC and balanced accuracy need both")
@@ -278,8 +281,7 @@ def run_ensemble(params: Params, paths: DataPaths, members: Mapping[str, Path], 
     transfer, transfer_clean = transfer_matrix({**{n: loaded[n][0] for n in names}, ENSEMBLE: ens},
                                                test_ds, sample, ep, ep.headline_eps)
 
-    head = {**headline(res, ep), "eps": eps_label(ep.headline_eps),
-            "sanity_ok": res["sanity"]["ok"]}
+    head = headline(res, ep)
     detail = {
         "weights": dict(zip(names, (float(w) for w in weights))), "fit": enp.fit,
         "threshold": threshold, "temperature": ens.temperature, "members": member_out,
@@ -296,14 +298,14 @@ def run_ensemble(params: Params, paths: DataPaths, members: Mapping[str, Path], 
                    "eval": {k: v for k, v in as_dict(ep).items() if k != "cross"}},
     }
     write_json(out_metrics, detail)
-    write_json(out_headline, head, digits=4)
+    write_json(out_headline, {HEADLINE_KEY: head}, digits=4)
     if plots_dir is not None:
         write_csv(Path(plots_dir) / "robust_acc.csv", _wide_acc(res["table"]))
     log.info("ensemble: test AUC %.4f (members %s); robust bacc at %s %.4f; sanity %s; %.1fs",
              head["auc"], ", ".join(f"{n} {member_out[n]['test_clean']['frame']['auc']:.4f}"
                                     for n in names),
-             head["eps"], head.get("robust_bacc", float("nan")),
-             "ok" if head["sanity_ok"] else "FLAGGED", time.perf_counter() - t0)
+             eps_label(ep.headline_eps), head.get("adv_bacc", float("nan")),
+             "ok" if res["sanity"]["ok"] else "FLAGGED", time.perf_counter() - t0)
     return {"members": len(names), "test_auc": head["auc"],
-            "robust_bacc": head.get("robust_bacc"), "val_logloss": val_loss[ENSEMBLE],
+            "robust_bacc": head.get("adv_bacc"), "val_logloss": val_loss[ENSEMBLE],
             "weights": detail["weights"]}

@@ -7,7 +7,7 @@ For every model (``clean``, ``robust`` and any ``--checkpoint NAME=PATH``):
    probabilities by default, ``eval.video_agg``), AUC ranked on logits, each headline number with
    a 95 % bootstrap interval that resamples whole videos (:mod:`fakeproof.bootstrap`).
 2. **Attacked sample**: whole test videos, stratified by class and manipulation method
-   (``eval.attack_videos``; null = all). Its clean numbers are reported beside the attacked ones,
+   (``eval.attack_videos``; null: the preset's, 9 for ``quick``, every one for ``standard``). Its clean numbers are reported beside the attacked ones,
    computed on the same sample. Every attack of ``eval.attacks`` runs at every eps of ``eval.eps``
    with the budget of ``eval.preset`` (``quick`` for demos, ``standard`` for published numbers;
    explicit keys override it). Attack seeds derive from (eval.seed, attack, eps, the batch's first
@@ -24,7 +24,8 @@ For every model (``clean``, ``robust`` and any ``--checkpoint NAME=PATH``):
    corruption of ``eval.corruptions`` at every ``eval.corruption_severities`` (JPEG, real h264
    re-encoding, noise, blur, brightness, contrast, downscaling; :mod:`fakeproof.corruptions`),
    frame and video AUC and balanced accuracy with video-resampled intervals, and their mean
-   ``mean_corruption_auc`` (frame AUC over every corruption and severity) with its interval. A
+   ``mean_corruption_auc`` (frame AUC over every corruption and severity) with its interval (in
+   the detail file, under ``models.<name>.corruptions``). A
    video ffmpeg cannot re-encode is skipped for that cell and counted (``skipped_videos``).
 6. **Calibration** (:mod:`fakeproof.calibration`): ECE (15 bins), Brier score and log loss of
    P(fake) on the whole test split, with the temperature fitted on val and stored in the
@@ -32,7 +33,8 @@ For every model (``clean``, ``robust`` and any ``--checkpoint NAME=PATH``):
    other metrics keep temperature 1 (AUC cannot change; balanced accuracy at 0.5 does not).
 
 Outputs (paths from dvc.yaml): the headline metrics file (small, for ``dvc metrics diff`` and
-``dvc exp show``), the detail JSON, the corruption JSON (``{model: {corruption: {severity:
+``dvc exp show``: ``eps``, ``sanity_ok`` and per model the five keys of :func:`headline`), the
+detail JSON, the corruption JSON (``{model: {corruption: {severity:
 {auc, auc_lo, auc_hi, bacc, bacc_lo, bacc_hi, video_*, videos, skipped_videos}}}}``), plot tables
 (one per corruption, AUC against severity; a reliability table per model) and a PNG gallery of
 adversarial examples.
@@ -67,7 +69,7 @@ from fakeproof.io import write_csv, write_json
 from fakeproof.metrics import aggregate_videos, attack_success_rate, binary_metrics, roc_points, score_spread
 from fakeproof.models import load_checkpoint
 from fakeproof.predict import as_logit_array, logits_of, proba
-from fakeproof.runtime import resolve_device
+from fakeproof.runtime import frozen_on, resolve_device
 from fakeproof.sanity import sanity_flags
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,18 @@ def eval_budget(ep: EvalParams) -> Budget:
     """The attack budget of ``eval.preset`` with every explicitly set ``eval.*`` key on top."""
     return resolve_budget(ep.preset, pgd_steps=ep.pgd_steps, pgd_restarts=ep.pgd_restarts,
                           apgd_steps=ep.apgd_steps, apgd_restarts=ep.apgd_restarts,
-                          square_queries=ep.square_queries, pgd_alpha=ep.pgd_alpha)
+                          square_queries=ep.square_queries, pgd_alpha=ep.pgd_alpha,
+                          videos=ep.attack_videos)
+
+
+def attack_videos(ep: EvalParams) -> Optional[int]:
+    """How many whole test videos the attacks take (``eval.attack_videos``, else the preset's);
+    None: every one."""
+    n = eval_budget(ep).videos
+    if n == 1:
+        raise EvaluationError("params.yaml: eval.attack_videos = 1: one video holds one class; "
+                              "use 0 (every test video) or at least 2")
+    return n or None
 
 
 def attack_seed(seed: int, attack: str, eps: float, first_key: str) -> int:
@@ -230,7 +243,7 @@ def evaluate_model(name: str, model: nn.Module, ds: FaceDataset, ep: EvalParams,
     clean_logits, labels = logits_of(model, make_loader(ds, ep.batch_size, shuffle=False),
                                      f"{name} clean", next(model.parameters()).device)
     test_clean = level_metrics(frames, clean_logits, ep.video_agg, ep.bootstrap, ep.seed)
-    sample = choose_sample(frames, ep.attack_videos, ep.seed)
+    sample = choose_sample(frames, attack_videos(ep), ep.seed)
     sub_labels = sample.frames["label"].to_numpy()
     sub_clean = clean_logits[sample.index]
     sample_clean = level_metrics(sample.frames, sub_clean, ep.video_agg, ep.bootstrap, ep.seed)
@@ -291,21 +304,28 @@ def _row(model: str, attack: str, eps: float, m: dict, asr: float) -> dict[str, 
 # --------------------------------------------------------------------------------------------
 # reports
 # --------------------------------------------------------------------------------------------
+def interval_text(lo: Optional[float], hi: Optional[float]) -> str:
+    """A 95 % interval as one short string, ``"0.728-1.000"`` (``"-"`` when there is none): one
+    column in ``dvc exp show`` instead of two."""
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return "-"
+    return f"{lo:.3f}-{hi:.3f}"
+
+
 def headline(res: dict[str, Any], ep: EvalParams) -> dict[str, Any]:
-    """The numbers a paper's table shows for one model: clean AUC and balanced accuracy on the
-    whole test split (frame level, video AUC), and at ``eval.headline_eps`` the per-face robust
-    balanced accuracy and accuracy (worst case over every attack) and the PGD balanced accuracy,
-    with 95 % video-resampled intervals."""
-    c, v = res["test_clean"]["frame"], res["test_clean"]["video"]
-    out: dict[str, Any] = {"auc": c["auc"], "auc_lo": c["auc_lo"], "auc_hi": c["auc_hi"],
-                           "bacc": c["bacc"], "video_auc": v["auc"],
-                           "video_auc_lo": v["auc_lo"], "video_auc_hi": v["auc_hi"]}
-    lab = eps_label(ep.headline_eps)
-    rob = res["robust"].get(lab)
+    """The numbers a paper's table shows for one model, in five short keys (``dvc exp show``
+    after two experiments stays within 200 columns): clean ``auc`` with its 95 % video-resampled
+    interval ``auc_ci`` and balanced accuracy ``bacc`` on the whole test split (frame level), and
+    ``adv_bacc`` with ``adv_ci``: the per-face robust balanced accuracy at ``eval.headline_eps``
+    (worst case over clean and every attack) on the attacked sample. Everything else (video
+    level, accuracy, per-attack AUC, corruptions, calibration) is in the detail file."""
+    c = res["test_clean"]["frame"]
+    out: dict[str, Any] = {"auc": c["auc"], "auc_ci": interval_text(c.get("auc_lo"), c.get("auc_hi")),
+                           "bacc": c["bacc"]}
+    rob = res["robust"].get(eps_label(ep.headline_eps))
     if rob is not None:
         r = rob["frame"]
-        out.update({"robust_bacc": r["bacc"], "robust_bacc_lo": r["bacc_lo"],
-                    "robust_bacc_hi": r["bacc_hi"], "robust_acc": r["acc"]})
+        out.update({"adv_bacc": r["bacc"], "adv_ci": interval_text(r.get("bacc_lo"), r.get("bacc_hi"))})
     return out
 
 
@@ -399,11 +419,8 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
     ref_spread: Optional[float] = None
     for name, path in checkpoints.items():
         model, meta = load_checkpoint(path)
-        models[name] = model
+        model = models[name] = frozen_on(model, device)
         temperatures[name] = checkpoint_temperature(meta, ep.calibrate)
-        model.to(device)
-        for p in model.parameters():
-            p.requires_grad_(False)
         results[name] = evaluate_model(name, model, ds, ep, ref_spread, keep=ep.gallery)
         ref_spread = ref_spread if ref_spread is not None else results[name]["spread"]["logit_std"]
 
@@ -414,10 +431,7 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
             raise EvaluationError(f"eval.cross: {cross.splits_csv}: its test split needs real and "
                                   "fake faces")
         for name, path in checkpoints.items():
-            model, _ = load_checkpoint(path)
-            model.to(device)
-            for p in model.parameters():
-                p.requires_grad_(False)
+            model = frozen_on(load_checkpoint(path)[0], device)
             r = evaluate_model(f"{name}@cross", model, cds, ep)
             cross_out[name] = {"headline": headline(r, ep), **_detail(r)}
 
@@ -436,11 +450,8 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
              for name, r in results.items()}
 
     first = results[next(iter(results))]
-    head: dict[str, Any] = {name: headline(r, ep) for name, r in results.items()}
-    for name, m in corr_means.items():
-        head[name].update({"mean_corruption_auc": m["auc"], "mean_corruption_auc_lo": m["auc_lo"],
-                           "mean_corruption_auc_hi": m["auc_hi"]})
-    head["eps"] = eps_label(ep.headline_eps)
+    head: dict[str, Any] = {"eps": eps_label(ep.headline_eps)}
+    head.update({name: headline(r, ep) for name, r in results.items()})
     head["sanity_ok"] = all(r["sanity"]["ok"] for r in results.values())
     if cross_out:
         head["cross"] = {n: c["headline"] for n, c in cross_out.items()}

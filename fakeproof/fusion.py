@@ -29,7 +29,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from fakeproof.models import Detector, ModelConfig, ModelError, create_model, resize
+from fakeproof.models import (Detector, ModelConfig, ModelError, contiguous_state, create_model,
+                              resize)
 
 #: ``model`` and ``kind`` of an ensemble checkpoint; also the ensemble's recipe ``model``.
 ENSEMBLE = "ensemble"
@@ -136,7 +137,7 @@ def save_ensemble(path: str | Path, ensemble: Ensemble, meta: dict[str, Any]) ->
 
     with atomic_path(path) as tmp:
         torch.save({"kind": ENSEMBLE, "model": ENSEMBLE, **ensemble.config(),
-                    "state_dict": ensemble.state_dict(), "meta": meta}, tmp)
+                    "state_dict": contiguous_state(ensemble), "meta": meta}, tmp)
 
 
 def ensemble_from_checkpoint(ckpt: Mapping[str, Any]) -> Ensemble:

@@ -123,6 +123,24 @@ def test_eval_preset_budgets_and_explicit_overrides(raw) -> None:
     assert eval_budget(params_from_dict(over).eval).square_queries == 77
 
 
+def test_attacked_videos_come_from_the_preset_unless_set(raw) -> None:
+    from fakeproof.errors import EvaluationError
+    from fakeproof.evaluate import attack_videos
+
+    def videos(*pairs):
+        r = raw
+        for k, v in pairs:
+            r = with_value(r, k, v)
+        return attack_videos(params_from_dict(r).eval)
+
+    assert videos() == 9  # quick: 9 whole videos
+    assert videos(("eval.preset", "standard")) is None  # standard: every test video
+    assert videos(("eval.preset", "standard"), ("eval.attack_videos", 12)) == 12
+    assert videos(("eval.attack_videos", 0)) is None  # 0: every test video under any preset
+    with pytest.raises(EvaluationError, match="eval.attack_videos = 1"):
+        videos(("eval.attack_videos", 1))
+
+
 def test_split_ratios_must_sum_to_one(raw) -> None:
     with pytest.raises(ParamsError, match="must sum to 1"):
         params_from_dict(with_value(raw, "split.train", 0.9))

@@ -31,6 +31,7 @@ from fakeproof.metrics import aggregate_videos
 from fakeproof.models import create_model, load_checkpoint, save_checkpoint
 from fakeproof.predict import proba
 from fakeproof.recipe import RECIPE_VERSION, REFRESH, RecipeError, build_recipe
+from fakeproof.runtime import frozen_on
 from fakeproof.store import FaceStore
 from helpers_video import face_clip_frames, iou, make_blank_clip, make_face_clip, make_params, video_table
 
@@ -117,7 +118,7 @@ def pipeline(inputs, tmp_path_factory) -> dict:
     pd.DataFrame([{"video_id": "clip", "label": 0, "split": "test", "group": "clip",
                    "method": "real", "source": "test"}]).to_csv(root / "splits.csv", index=False)
     ds = FaceDataset(root / "faces.lmdb", root / "faces.csv", root / "splits.csv", "test")
-    model, meta = load_checkpoint(inputs["ckpt"])
+    model = frozen_on(load_checkpoint(inputs["ckpt"])[0], torch.device("cpu"))  # as evaluate scores
     x = torch.stack([ds[i][0] for i in range(len(ds))])
     with torch.no_grad():
         probs = proba(model(x))

@@ -306,12 +306,16 @@ def test_stage_metrics_hold_members_ensemble_sweep_weights_and_transfer(stage_ru
 
 
 def test_stage_headline_is_small_and_the_checkpoint_reloads(stage_run) -> None:
-    h = stage_run["head"]
-    assert {"auc", "auc_lo", "auc_hi", "bacc", "video_auc", "robust_bacc", "robust_bacc_lo",
-            "robust_bacc_hi", "robust_acc", "eps", "sanity_ok"} <= set(h)
-    assert len(h) <= 14
-    assert h["auc"] == pytest.approx(stage_run["detail"]["ensemble"]["test_clean"]["frame"]["auc"],
-                                     abs=1e-4)
+    assert list(stage_run["head"]) == ["ens"]  # dvc exp show: ens.auc, ens.adv_ci, ...
+    h = stage_run["head"]["ens"]
+    assert set(h) == {"auc", "auc_ci", "bacc", "adv_bacc", "adv_ci"}
+    e = stage_run["detail"]["ensemble"]
+    clean = e["test_clean"]["frame"]
+    assert h["auc"] == pytest.approx(clean["auc"], abs=1e-4)
+    assert h["auc_ci"] == f"{clean['auc_lo']:.3f}-{clean['auc_hi']:.3f}"
+    rob = e["robust"][eps_label(stage_run["params"].eval.headline_eps)]["frame"]
+    assert h["adv_bacc"] == pytest.approx(rob["bacc"], abs=1e-4)
+    assert h["adv_ci"] == f"{rob['bacc_lo']:.3f}-{rob['bacc_hi']:.3f}"
     model, meta = load_checkpoint(stage_run["root"] / "models" / "ensemble.pt")
     assert isinstance(model, Ensemble)
     assert model.weights == pytest.approx(stage_run["detail"]["weights"], abs=1e-6)

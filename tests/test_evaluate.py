@@ -74,7 +74,7 @@ def dataset(tmp_path_factory) -> FaceDataset:
 def params(**kw) -> EvalParams:
     base = dict(eps=[0.0, 4 / 255, 8 / 255, 16 / 255], attacks=["fgsm", "pgd", "square"],
                 pgd_steps=5, pgd_alpha=None, square_queries=60, batch_size=16, bootstrap=50,
-                gallery=0, headline_eps=8 / 255)
+                gallery=0, headline_eps=8 / 255, attack_videos=0)  # 0: every video
     base.update(kw)
     return EvalParams(**base)
 
@@ -257,11 +257,18 @@ def test_run_evaluate_writes_headline_detail_plots_and_cross(dataset, tmp_path) 
     corr = json.loads((tmp_path / "corr.json").read_text())
     assert saved["eps"] == "4/255" and detail["test_faces"] == 36
     assert saved["cross"]["m"]["auc"] == saved["m"]["auc"]
-    assert saved["cross"]["m"]["robust_bacc"] == saved["m"]["robust_bacc"]
+    assert saved["cross"]["m"]["adv_bacc"] == saved["m"]["adv_bacc"]
     m = saved["m"]
-    assert m["auc_lo"] <= m["auc"] <= m["auc_hi"] and m["robust_bacc_lo"] <= m["robust_bacc_hi"]
-    assert len(json.dumps(saved)) < 1200  # the headline file stays small
     d = detail["models"]["m"]
+    # five short keys per model; the intervals are the detail's, as one "lo-hi" string each
+    assert set(m) == {"auc", "auc_ci", "bacc", "adv_bacc", "adv_ci"}
+    clean, rob = d["test_clean"]["frame"], d["robust"]["4/255"]["frame"]
+    assert m["auc_ci"] == f"{clean['auc_lo']:.3f}-{clean['auc_hi']:.3f}"
+    assert m["adv_ci"] == f"{rob['bacc_lo']:.3f}-{rob['bacc_hi']:.3f}"
+    assert m["adv_bacc"] == pytest.approx(rob["bacc"], abs=1e-4)
+    lo, hi = (float(v) for v in m["auc_ci"].split("-"))
+    assert lo <= m["auc"] <= hi
+    assert len(json.dumps(saved)) < 400  # the headline file stays small
     assert d["sample"]["videos"] == 6 and d["sample"]["strata"] == {"0:real": 3, "1:m": 3}
     for k in ("auc", "ap", "eer", "acc", "bacc", "precision", "recall", "f1"):
         assert k in d["test_clean"]["frame"] and k in d["sample_clean"]["video"]
@@ -282,10 +289,11 @@ def test_run_evaluate_writes_headline_detail_plots_and_cross(dataset, tmp_path) 
         assert table["severity"].tolist() == [0, 1, 2, 3, 4, 5]
         assert table["m_auc"][0] == pytest.approx(m["auc"], abs=1e-4)
         assert table["m_auc"][3] == pytest.approx(by_sev["3"]["auc"], abs=1e-4)
-    assert m["mean_corruption_auc_lo"] <= m["mean_corruption_auc"] <= m["mean_corruption_auc_hi"]
-    assert m["mean_corruption_auc"] == pytest.approx(
+    mean = d["corruptions"]["mean_corruption_auc"]  # detail, not headline
+    assert mean["auc_lo"] <= mean["auc"] <= mean["auc_hi"]
+    assert mean["auc"] == pytest.approx(
         np.mean([v["auc"] for by_sev in corr["m"].values() for v in by_sev.values()]), abs=1e-4)
-    assert "mean_corruption_auc" not in saved["cross"]["m"]  # the sweep runs on the main test set
+    assert "corruptions" not in detail["cross"]["m"]  # the sweep runs on the main test set
     # calibration with the recipe's temperature, and without it
     assert d["temperature"] == 2.0 and d["ece"] != d["ece_uncalibrated"]
     assert d["calibration"]["brier_uncalibrated"] != d["brier"]

@@ -31,7 +31,7 @@ def test_repro_outputs_and_status(repo: Path) -> None:
     assert headline["eps"] == "8/255"
     for model in ("clean", "robust"):
         assert 0.0 <= headline[model]["auc"] <= 1.0
-        assert 0.0 <= headline[model]["robust_acc"] <= 1.0
+        assert 0.0 <= headline[model]["adv_bacc"] <= 1.0
     detail = json.loads((repo / "metrics/eval.json").read_text())
     for model in ("clean", "robust"):
         assert detail["models"][model]["sanity"]["eps0_differs_from_clean"]["fired"] is False

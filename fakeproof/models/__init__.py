@@ -322,7 +322,14 @@ def save_checkpoint(path: str | Path, model: Detector, meta: dict[str, Any]) -> 
     from fakeproof.io import atomic_path
 
     with atomic_path(path) as tmp:
-        torch.save({"model": model.name, "state_dict": model.state_dict(), "meta": meta}, tmp)
+        torch.save({"model": model.name, "state_dict": contiguous_state(model), "meta": meta}, tmp)
+
+
+def contiguous_state(model: nn.Module) -> dict[str, Any]:
+    """``model.state_dict()`` with every tensor in the default (NCHW) memory format, so a
+    checkpoint's bytes do not depend on whether training ran channels-last."""
+    return {k: v.contiguous() if isinstance(v, torch.Tensor) else v
+            for k, v in model.state_dict().items()}
 
 
 def load_checkpoint(path: str | Path) -> tuple[Detector, dict[str, Any]]:
@@ -347,6 +354,6 @@ def load_checkpoint(path: str | Path) -> tuple[Detector, dict[str, Any]]:
 
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Detector", "ModelConfig", "ModelError", "Normalize",
-           "create_model", "head_module", "list_models", "load_checkpoint", "load_matching",
+           "contiguous_state", "create_model", "head_module", "list_models", "load_checkpoint", "load_matching",
            "model_config", "register_model", "resize", "resize_matrix", "save_checkpoint",
            "set_backbone_frozen"]
