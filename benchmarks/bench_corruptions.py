@@ -35,6 +35,7 @@ from fakeproof.corruption_sweep import corrupted_logits
 from fakeproof.data import DataPaths, FaceDataset, make_loader
 from fakeproof.evaluate import corruption_results, level_metrics
 from fakeproof.models import create_model, load_checkpoint
+from fakeproof.runtime import frozen_on
 from fakeproof.predict import logits_of
 from fakeproof.store import FaceStoreWriter, face_key
 
@@ -137,7 +138,8 @@ def main() -> None:
         models = {}
         for name, path in (("clean", args.clean), ("robust", args.robust)):
             torch.manual_seed(0)
-            models[name] = (load_checkpoint(path)[0] if path else create_model("smallcnn")).eval()
+            models[name] = frozen_on(load_checkpoint(path)[0] if path else create_model("smallcnn"),
+                                     torch.device("cpu"))  # as evaluate scores
         n = len(ds)
         clean_s = clean_pass_seconds(models["clean"], ds, args.batch_size)
         clean_ms = 1000 * clean_s / n

@@ -1,7 +1,7 @@
 """Cost of one training step of each adversarial objective over a clean training step.
 
 A fakeproof ``mobilenet_v3_small`` detector (torchvision, one logit, normalisation inside; random
-weights: the cost of a pass does not depend on them) at 128 px, batch 32, in train mode with an
+weights: the cost of a pass does not depend on them) at 128 px, batch 32, channels-last, in train mode with an
 AdamW step. The clean step is forward + class-weighted BCE + backward + optimiser step; each
 objective step is ``fakeproof.objectives.OBJECTIVES[name](...)`` + backward + optimiser step, with
 ``steps`` = k (default 5, ``adv.steps``) and ``clean_share`` 0 (the papers' all-adversarial
@@ -62,10 +62,11 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = create_model(args.model).to(device).train()
+    model = create_model(args.model).to(device).to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     gen = torch.Generator().manual_seed(args.seed)
-    x = torch.rand(args.batch, 3, args.size, args.size, generator=gen).to(device)
+    x = torch.rand(args.batch, 3, args.size, args.size, generator=gen).to(device).contiguous(
+        memory_format=torch.channels_last)  # as the stages train (fakeproof/runtime.py)
     y = (torch.arange(args.batch) % 2).to(device)
     weights = torch.tensor([1.0, 1.5], device=device)
     k, eps = args.steps, args.eps

@@ -14,6 +14,8 @@ optimiser:
   state written after the epoch) with validation scoring replaced by a no-op;
 - **bare loop**: the images preloaded as one tensor, forward + backward + AdamW step, nothing else.
 
+Both channels-last, as the stages train on every device.
+
 It ends with ``train loop / bare loop: R.RRx`` (the worst row; goal >= 0.95x), then each
 adversarial step's cost over a clean step (PGD-k crafting in eval mode + the training step; goal
 PGD-k <= (k+1)x, as k forward+backward passes of crafting plus one of training).
@@ -50,6 +52,8 @@ from fakeproof.runtime import Runtime
 from fakeproof.store import FaceStoreWriter, face_key
 from fakeproof.train import _clean_loss, _fit, weighted_bce
 
+CL = torch.channels_last  # the memory format the stages train in (fakeproof/runtime.py)
+
 
 def build_store(root: Path, n: int, size: int, encoding: str) -> Path:
     rng = np.random.default_rng(0)
@@ -84,7 +88,7 @@ def loop_rate(root: Path, size: int, threads: int, batch: int) -> float:
     ds = FaceDataset(root / "faces.lmdb", root / "faces.csv", root / "splits.csv", "train")
     torch.manual_seed(0)
     model = create_model("mobilenet_v3_small")
-    rt = Runtime(torch.device("cpu"), None, channels_last=False)
+    rt = Runtime(torch.device("cpu"), None, channels_last=True)  # as runtime.setup on the CPU
 
     def step(net, module, x, y, gen, weights, progress):
         return weighted_bce(net(x), y, weights)
@@ -99,8 +103,8 @@ def loop_rate(root: Path, size: int, threads: int, batch: int) -> float:
 
 def bare_rate(n: int, size: int, batch: int) -> float:
     torch.manual_seed(0)
-    model = create_model("mobilenet_v3_small").train()
-    x_all = torch.rand(n, 3, size, size)
+    model = create_model("mobilenet_v3_small").to(memory_format=CL).train()
+    x_all = torch.rand(n, 3, size, size).contiguous(memory_format=CL)
     y_all = (torch.arange(n) % 2).float()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     w = torch.ones(2)
@@ -119,9 +123,9 @@ def bare_rate(n: int, size: int, batch: int) -> float:
 
 def step_costs(size: int, batch: int, k: int, reps: int = 3) -> dict[str, float]:
     torch.manual_seed(0)
-    model = create_model("mobilenet_v3_small").train()
+    model = create_model("mobilenet_v3_small").to(memory_format=CL).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.rand(batch, 3, size, size)
+    x = torch.rand(batch, 3, size, size).contiguous(memory_format=CL)
     y = (torch.arange(batch) % 2).float()
     w = torch.ones(2)
     gen = torch.Generator().manual_seed(0)
@@ -173,7 +177,7 @@ with tempfile.TemporaryDirectory() as d:
     tp = tp.__class__(**{{**tp.__dict__, "epochs": 1, "augment": "light"}})
     ds = FaceDataset(root / "faces.lmdb", root / "faces.csv", root / "splits.csv", "train", augment=True)
     step = lambda net, module, x, y, gen, w, progress: weighted_bce(net(x), y, w)
-    _fit(create_model("smallcnn"), ds, tp, Runtime(torch.device("cpu"), None, False), 1, 1e-3, 0, step,
+    _fit(create_model("smallcnn"), ds, tp, Runtime(torch.device("cpu"), None, True), 1, 1e-3, 0, step,
          lambda m: {{"select": 0.0}}, root / "tb", "mem", None, "fp")
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
