@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.fakeproof-installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test test-fast install bench clean-venv app
+.PHONY: demo test test-fast check-params install bench clean-venv app
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-app.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +24,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra
+
+check-params: $(STAMP)
+	$(PY) -m fakeproof.params_check params.yaml
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not e2e"
