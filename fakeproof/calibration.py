@@ -1,12 +1,15 @@
-"""Calibrated scores: temperature scaling, expected calibration error, Brier score, reliability.
+"""Calibrated scores: Platt scaling, expected calibration error, Brier score, reliability.
 
 A detector that prints "P(fake) = 0.9" should be right about 90 % of the time it says so. Networks
-trained with cross-entropy are usually over-confident; **temperature scaling** (Guo et al., "On
-Calibration of Modern Neural Networks", ICML 2017) divides every logit by one scalar ``T > 0``
-fitted on the validation split by minimising the log loss, ``P(fake) = sigmoid(z / T)``. Dividing by
-a positive constant keeps the order of the scores, so AUC, AP, EER and the ranking of videos are
-unchanged; only the probabilities move. ``T`` is fitted on val (never test), stored in the
-checkpoint's recipe and applied by :func:`fakeproof.predict.proba` wherever a probability is shown.
+trained with a class-balanced cross-entropy are mis-calibrated twice over: over-confident (a
+scale) and shifted by the log of the class prior the weighting removed (an offset). **Platt
+scaling** (Platt, "Probabilistic Outputs for Support Vector Machines", 1999) fits both,
+``P(fake) = sigmoid(a z + b)``, on the validation split by minimising the log loss; a temperature
+alone (Guo et al., ICML 2017) is the special case ``b = 0`` and cannot remove the offset. With
+``a > 0`` the order of the scores is kept, so AUC, AP, EER and the ranking of videos are
+unchanged. ``(a, b)`` is fitted on val (never test), stored in the checkpoint's recipe
+(:mod:`fakeproof.recipe`) and applied wherever a probability is shown
+(:class:`fakeproof.boundary.Boundary`).
 
 Calibration is measured on ``P(fake)`` itself, the number the detector prints: faces are binned
 by ``P(fake)`` into ``bins`` equal-width bins over [0, 1] (bin ``b`` holds ``b/B <= p < (b+1)/B``,
@@ -31,7 +34,6 @@ import pandas as pd
 from fakeproof.predict import as_logit_array, proba
 
 ECE_BINS = 15
-T_RANGE = (0.05, 20.0)  # temperatures searched; a fit at a bound is reported as that bound
 
 
 def _labels(labels: Any, n: int) -> np.ndarray:
@@ -43,46 +45,61 @@ def _labels(labels: Any, n: int) -> np.ndarray:
     return y
 
 
-def log_loss(logits: Any, labels: Any, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood of the labels under ``sigmoid(logit / temperature)``
-    (computed from the logits, so a confident mistake costs its full, finite amount)."""
+def log_loss(logits: Any, labels: Any, a: float = 1.0, b: float = 0.0) -> float:
+    """Mean negative log-likelihood of the labels under ``sigmoid(a logit + b)`` (computed from
+    the logits, so a confident mistake costs its full, finite amount)."""
     z = as_logit_array(logits)
     y = _labels(labels, z.size)
-    margin = (2.0 * y - 1.0) * z / float(temperature)
+    margin = (2.0 * y - 1.0) * (float(a) * z + float(b))
     return float(np.logaddexp(0.0, -margin).mean())
 
 
-def fit_temperature(logits: Any, labels: Any) -> float:
-    """The temperature ``T`` in [0.05, 20] that minimises the log loss of ``sigmoid(z / T)``.
+def fit_platt(logits: Any, labels: Any, max_iter: int = 100) -> tuple[float, float, bool]:
+    """Platt scaling: ``(a, b, ok)`` with ``P(fake) = sigmoid(a z + b)`` fitted on val.
 
-    The loss is convex in ``a = 1 / T`` (a logistic regression through the origin on one
-    feature), so its derivative in ``a`` is increasing: bisection on it (in log ``a``) finds
-    the minimum to float precision. When the minimum lies beyond a bound (val perfectly
-    separated: ``T`` -> 0; scores unrelated to the labels: ``T`` -> infinity), the bound is
-    returned. Fit on val only.
+    Platt, "Probabilistic Outputs for Support Vector Machines", 1999: a one-feature logistic
+    regression on the logit, with his smoothed targets ``(N+ + 1) / (N+ + 2)`` for fakes and
+    ``1 / (N- + 2)`` for reals, so a perfectly separated val set still gives a finite slope.
+    Unlike a temperature alone (``b = 0``), the intercept removes the log-prior offset that a
+    class-balanced loss bakes into the logits. Solved by Newton's method in float64 (the loss is
+    convex; steps are halved until it decreases). ``ok`` is False when the fit is degenerate
+    (one class, constant logits, or a slope ``a <= 0``: scores unrelated or reversed); the caller
+    then says so and keeps ``(1, 0)``.
     """
     z = as_logit_array(logits)
     y = _labels(labels, z.size)
-    sz = (2.0 * y - 1.0) * z  # the signed margin at T = 1
+    n_pos, n_neg = float(y.sum()), float(y.size - y.sum())
+    if n_pos == 0 or n_neg == 0 or not np.isfinite(z).all() or float(z.std()) == 0.0:
+        return 1.0, 0.0, False
+    t = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    X = np.stack([z, np.ones_like(z)], axis=1)
 
-    def slope(a: float) -> float:  # d/da mean(log(1 + exp(-a * sz)))
-        m = a * sz
-        return float(np.mean(-sz * np.exp(-np.logaddexp(0.0, m))))  # -sz * sigmoid(-m)
+    def loss(w: np.ndarray) -> float:
+        m = X @ w
+        return float(np.mean(np.logaddexp(0.0, m) - t * m))
 
-    lo, hi = math.log(1.0 / T_RANGE[1]), math.log(1.0 / T_RANGE[0])  # log a
-    if slope(math.exp(lo)) >= 0.0:
-        return T_RANGE[1]
-    if slope(math.exp(hi)) <= 0.0:
-        return T_RANGE[0]
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        if slope(math.exp(mid)) < 0.0:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12:
+    w = np.array([1.0, 0.0])
+    current = loss(w)
+    for _ in range(max_iter):
+        p = 1.0 / (1.0 + np.exp(-np.clip(X @ w, -500, 500)))
+        grad = X.T @ (p - t) / z.size
+        hess = (X * (p * (1 - p))[:, None]).T @ X / z.size + 1e-12 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        scale = 1.0
+        while scale > 1e-10:
+            cand = w - scale * step
+            new = loss(cand)
+            if new <= current:
+                break
+            scale /= 2
+        if scale <= 1e-10 or current - new < 1e-15:
+            w = cand if new <= current else w
             break
-    return float(1.0 / math.exp(0.5 * (lo + hi)))
+        w, current = cand, new
+    a, b = float(w[0]), float(w[1])
+    if not (math.isfinite(a) and math.isfinite(b)) or a <= 0.0:
+        return 1.0, 0.0, False
+    return a, b, True
 
 
 def _bins(probs: np.ndarray, bins: int) -> np.ndarray:
@@ -121,38 +138,28 @@ def brier(probs: Any, labels: Any) -> float:
     return float(np.mean((p - y) ** 2))
 
 
-def calibration_report(logits: Any, labels: Any, temperature: float = 1.0,
+def calibration_report(logits: Any, labels: Any, a: float = 1.0, b: float = 0.0,
                        bins: int = ECE_BINS) -> dict[str, Any]:
-    """ECE, Brier score and log loss with ``temperature`` and without it (``T = 1``)."""
+    """ECE, Brier score and log loss of ``sigmoid(a z + b)`` (Platt) and of ``sigmoid(z)``
+    (uncalibrated)."""
     z = as_logit_array(logits)
-    cal, raw = proba(z, temperature), proba(z)
-    return {"temperature": float(temperature), "bins": int(bins), "n": int(z.size),
+    cal, raw = proba(float(a) * z + float(b)), proba(z)
+    return {"platt_a": float(a), "platt_b": float(b), "bins": int(bins), "n": int(z.size),
             "ece": ece(cal, labels, bins), "ece_uncalibrated": ece(raw, labels, bins),
             "brier": brier(cal, labels), "brier_uncalibrated": brier(raw, labels),
-            "log_loss": log_loss(z, labels, temperature), "log_loss_uncalibrated": log_loss(z, labels)}
+            "log_loss": log_loss(z, labels, a, b), "log_loss_uncalibrated": log_loss(z, labels)}
 
 
-def reliability_points(logits: Any, labels: Any, temperature: float = 1.0,
+def reliability_points(logits: Any, labels: Any, a: float = 1.0, b: float = 0.0,
                        bins: int = ECE_BINS) -> pd.DataFrame:
-    """The reliability diagram's points: the non-empty bins of ``sigmoid(logit / temperature)``
-    with their mean P(fake), share of fakes and count, and ``ideal`` (= mean P(fake): the
-    diagonal a calibrated detector lies on)."""
-    t = reliability_table(proba(logits, temperature), labels, bins)
+    """The reliability diagram's points: the non-empty bins of ``sigmoid(a z + b)`` with their
+    mean P(fake), share of fakes and count, and ``ideal`` (= mean P(fake): the diagonal a
+    calibrated detector lies on)."""
+    t = reliability_table(proba(float(a) * as_logit_array(logits) + float(b)), labels, bins)
     t = t[t["count"] > 0].reset_index(drop=True)
     t["ideal"] = t["mean_prob"]
     return t[["bin", "lo", "hi", "count", "mean_prob", "frac_fake", "ideal", "gap"]]
 
 
-def checkpoint_temperature(meta: Any, calibrate: bool = True) -> float:
-    """The logit temperature in a checkpoint's recipe (``meta["recipe"]["temperature"]``, fitted
-    on val by training); 1.0 when there is none, when it is not a positive finite number, or when
-    ``calibrate`` (``eval.calibrate``) is false."""
-    recipe = meta.get("recipe") if isinstance(meta, dict) else None
-    t = recipe.get("temperature") if isinstance(recipe, dict) else None
-    if not calibrate or isinstance(t, bool) or not isinstance(t, (int, float)):
-        return 1.0
-    return float(t) if math.isfinite(t) and t > 0 else 1.0
-
-
-__all__ = ["ECE_BINS", "brier", "calibration_report", "checkpoint_temperature", "ece",
-           "fit_temperature", "log_loss", "reliability_points", "reliability_table"]
+__all__ = ["ECE_BINS", "brier", "calibration_report", "ece", "fit_platt", "log_loss",
+           "reliability_points", "reliability_table"]

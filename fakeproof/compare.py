@@ -9,7 +9,7 @@ as it is: no ``dvc exp apply``.
 Both models score the same test faces (the workspace's face store and split, dvc.yaml's
 ``path.store`` / ``path.faces`` / ``path.splits`` unless given); each with its own recipe: crops
 resized to its input size (:func:`fakeproof.fusion.resize`), its normalisation (a layer of the
-model), temperature, video aggregation and decision threshold. Everything is compared at the
+model), Platt calibration, video aggregation and decision threshold. Everything is compared at the
 video level (one score per video, as ``fakeproof detect`` labels a file):
 
 - AUC of each and ``auc_diff = AUC(B) - AUC(A)`` with a 95 % paired bootstrap interval (the
@@ -19,8 +19,9 @@ video level (one score per video, as ``fakeproof detect`` labels a file):
   the discordant videos (McNemar, Psychometrika 12, 1947; the exact conditional form as in
   Fagerland, Lydersen & Laake, BMC Medical Research Methodology 13:91, 2013);
 - the same under white-box L-inf PGD (Madry et al., ICLR 2018) at ``--eps``, each model attacked
-  through its own gradients, with the evaluate stage's budget (``eval.preset``) and seeds, on
-  its attacked sample (``eval.attack_videos``).
+  through its own gradients and aimed at its own deployed boundary (the one its McNemar
+  decisions use), with the evaluate stage's budget (``eval.preset``) and seeds, on its attacked
+  sample (``eval.attack_videos``).
 """
 
 from __future__ import annotations
@@ -39,20 +40,21 @@ import pandas as pd
 import torch
 import yaml
 
-from fakeproof.attacks import get_attack
 from fakeproof.bootstrap import paired_video_bootstrap
+from fakeproof.boundary import Boundary, Deployed
 from fakeproof.config import EvalParams
 from fakeproof.data import DataPaths, FaceDataset, make_loader
 from fakeproof.delong import delong_test
 from fakeproof.errors import FakeproofError
-from fakeproof.evaluate import (Sample, attack_seed, attack_videos, choose_sample, eps_label,
-                                eval_budget)
+from fakeproof.evaluate import attack_videos, eval_budget
 from fakeproof.fusion import Member
 from fakeproof.io import tidy
 from fakeproof.metrics import aggregate_videos
 from fakeproof.models import load_checkpoint
-from fakeproof.predict import as_logit_array, logits_of, proba
+from fakeproof.predict import logits_of
 from fakeproof.recipe import read_recipe
+from fakeproof.sampling import Sample, choose_sample
+from fakeproof.under_attack import dataset_batches, eps_label, score_under_attack
 from fakeproof.runtime import frozen_on, resolve_device
 
 log = logging.getLogger(__name__)
@@ -195,20 +197,25 @@ def resolve_checkpoint(spec: str, workdir: Path, root: Path = Path(".")) -> tupl
 # --------------------------------------------------------------------------------------------
 @dataclass
 class Contender:
-    """One side of the comparison: the model behind its own resize, and its recipe."""
+    """One side of the comparison: the model behind its own resize and its deployed boundary
+    (outputs decision logits), and its recipe."""
 
     label: str
     path: Path
-    model: Member
+    model: Deployed
     recipe: dict[str, Any]
 
     @property
-    def threshold(self) -> float:
-        return float(self.recipe["threshold"])
+    def boundary(self) -> Boundary:
+        return self.model.boundary
 
     @property
-    def temperature(self) -> float:
-        return float(self.recipe["temperature"])
+    def threshold(self) -> float:
+        return self.boundary.threshold
+
+    @property
+    def input_size(self) -> int:
+        return int(self.model.model.input_size)
 
 
 def load_contender(path: Path, label: str, device: torch.device = torch.device("cpu")
@@ -217,14 +224,15 @@ def load_contender(path: Path, label: str, device: torch.device = torch.device("
     model, meta = load_checkpoint(path)
     recipe = read_recipe(meta, str(path))
     member = frozen_on(Member(model, int(recipe["input_size"])), device)
-    return Contender(label, Path(path), member, recipe)
+    return Contender(label, Path(path), Deployed(member, Boundary.from_recipe(recipe)), recipe)
 
 
-def video_scores(c: Contender, frames: pd.DataFrame, logits: np.ndarray) -> pd.DataFrame:
-    """One row per video: ``video_id``, ``label``, ``prob`` (the recipe's temperature and video
-    aggregation), ``correct`` (``prob > threshold`` matches the label)."""
+def video_scores(c: Contender, frames: pd.DataFrame, decision: np.ndarray) -> pd.DataFrame:
+    """One row per video: ``video_id``, ``label``, ``prob`` (the calibrated P(fake) aggregated
+    with the recipe's video aggregation), ``correct`` (``prob > threshold`` matches the label),
+    from decision logits."""
     df = frames[["video_id", "label"]].reset_index(drop=True).copy()
-    df["prob"] = proba(logits, c.temperature)
+    df["prob"] = c.boundary.p_from_decision(decision)
     v = aggregate_videos(df, how=c.recipe["video_agg"])
     v["correct"] = (v["prob"].to_numpy() > c.threshold) == (v["label"].to_numpy() == 1)
     return v
@@ -232,21 +240,12 @@ def video_scores(c: Contender, frames: pd.DataFrame, logits: np.ndarray) -> pd.D
 
 def pgd_logits(c: Contender, ds: FaceDataset, sample: Sample, ep: EvalParams, eps: float
                ) -> np.ndarray:
-    """Logits of ``c`` on white-box PGD examples of the sample's faces (evaluate's seeds)."""
-    spec = get_attack("pgd")
-    budget = eval_budget(ep)
-    out = []
-    device = next(c.model.parameters()).device
-    for start in range(0, len(sample.index), ep.batch_size):
-        items = [ds[int(i)] for i in sample.index[start:start + ep.batch_size]]
-        x = torch.stack([it[0] for it in items])
-        y = torch.stack([torch.as_tensor(it[1]) for it in items]).long()
-        seed = attack_seed(ep.seed, "pgd", eps, str(sample.frames["key"].iloc[start]))
-        x, y = x.to(device), y.to(device)
-        adv = spec.fn(c.model, x, y, eps=eps, **spec.options(budget, seed))
-        with torch.no_grad():
-            out.append(as_logit_array(c.model(adv)))
-    return np.concatenate(out) if out else np.zeros(0)
+    """Decision logits of ``c`` on white-box PGD examples of the sample's faces, aimed at its
+    deployed boundary (the boundary its McNemar decisions use; evaluate's budget and seeds)."""
+    res = score_under_attack(c.model, dataset_batches(ds, sample.index, ep.batch_size,
+                                                      sample.frames["key"].tolist()),
+                             ["pgd"], eps, eval_budget(ep), ep.seed)
+    return res.by_attack["pgd"]
 
 
 def _paired(va: pd.DataFrame, vb: pd.DataFrame, ep: EvalParams) -> dict[str, Any]:
@@ -280,7 +279,7 @@ def run_compare(spec_a: str, spec_b: str, data: DataPaths, ep: EvalParams,
     out: dict[str, Any] = {
         "a": label_a, "b": label_b,
         "threshold_a": a.threshold, "threshold_b": b.threshold,
-        "input_size_a": a.model.input_size, "input_size_b": b.model.input_size,
+        "input_size_a": a.input_size, "input_size_b": b.input_size,
         "test_videos": int(frames["video_id"].nunique()), "test_faces": int(len(frames)),
         **_paired(clean[0], clean[1], ep)}
     if eps:

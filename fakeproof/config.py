@@ -213,10 +213,13 @@ class TrainParams:
 @dataclass(frozen=True)
 class AdvParams:
     eps: float = Eps("4/255", doc="training perturbation budget (L-inf, pixel units)")
-    alpha: float = Eps("1/255", doc="PGD step size while training")
+    alpha: Optional[float] = Eps(None, doc="attack step size while training; null: the paper's "
+                                           "(2.5 * eps / steps for pgd, trades, mart (Madry et al. "
+                                           "2018); 1.25 * eps for fgsm_rs (Wong et al. 2020))")
     steps: int = Num(5, 1, 1000)
     random_start: bool = True
-    clean_share: float = Num(0.2, 0.0, 1.0, "share of clean images in each batch (pgd, fgsm_rs)")
+    clean_share: float = Num(0.0, 0.0, 1.0, "share of clean images in each batch (pgd, fgsm_rs); "
+                                            "0: every example adversarial (Madry et al. 2018)")
     method: Literal["pgd", "fgsm_rs", "trades", "mart"] = "pgd"  # fakeproof/objectives
     beta: float = Num(6.0, 0.0, 1000.0, "weight of the KL term of trades and mart (papers: 6)")
     warmup_epochs: int = Num(0, 0, 10000, "epochs over which eps ramps linearly from 0")
@@ -230,7 +233,13 @@ class AdvParams:
         default_factory=lambda: ["2/255", "4/255", "8/255"],
         metadata={"fraction": True, "hi": 1.0,
                   "doc": "val-side eps sweep of the chosen model: choose adv.eps on this, not test"})
-    val_samples: int = Num(256, 1, 10000000, "val faces attacked per val PGD run")
+    select_videos: Optional[int] = Num(None, 0, 10000000, "whole val videos (stratified by "
+                                                          "class and method) the selection attack "
+                                                          "and the val sweep use; null or 0: every "
+                                                          "val video")
+    select_auc_keep: float = Num(0.8, 0.0, 1.0, "an epoch is selectable only if its val AUC keeps "
+                                                "this share of the clean model's AUC above "
+                                                "chance: AUC - 0.5 >= keep * (clean AUC - 0.5)")
 
 
 @dataclass(frozen=True)
@@ -261,7 +270,9 @@ class EvalParams:
                                             "common corruptions swept on test (fakeproof/corruptions)")
     corruption_severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5], metadata={
         "lo": 1, "hi": 5, "doc": "severities 1-5 of every corruption (levels in fakeproof/corruptions)"})
-    calibrate: bool = True  # report ECE with the checkpoint's temperature; false: temperature 1
+    calibrate: bool = True  # training fits Platt scaling on val (false: a = 1, b = 0)
+    min_videos: int = Num(5, 2, 1000000, "videos per class below which an interval is reported "
+                                         "as not estimable (never as zero width)")
 
 
 @dataclass(frozen=True)
@@ -270,7 +281,8 @@ class EnsembleParams:
 
     members: list[str] = Opt(list, "names of the stage's --member checkpoints (dvc.yaml passes "
                                    "clean and robust); empty = every one")
-    fit: Literal["logloss", "equal"] = "logloss"  # simplex weights minimising val log loss, or 1/k
+    fit: Literal["logloss", "robust", "equal"] = "robust"  # val log loss clean (logloss), clean
+    # plus adversarial crafted on the ensemble (robust), or 1/k (equal)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from fakeproof.bootstrap import CHUNK, weighted_auc
+from fakeproof.bootstrap import (NOT_ESTIMABLE, class_video_counts, exact_auc, interval, resample,
+                                 weighted_auc)
 from fakeproof.corruptions import CorruptionError, get_corruption
 from fakeproof.data import FaceDataset
 from fakeproof.predict import as_logit_array
@@ -126,34 +127,38 @@ def corrupted_logits(models: dict[str, nn.Module], ds: FaceDataset, corruptions:
 
 
 def mean_auc_interval(labels: np.ndarray, videos: np.ndarray, cell_logits: list[np.ndarray], *,
-                      n_boot: int, seed: int, conf: float = 0.95) -> dict[str, float]:
-    """The mean over cells of frame AUC and its percentile interval, resampling whole videos
-    with the same draw for every cell (rows whose logit is NaN, i.e. skipped, are left out)."""
-    y = np.asarray(labels).astype(bool)
+                      n_boot: int, seed: int, conf: float = 0.95, strata: np.ndarray | None = None
+                      ) -> dict[str, float | int | str]:
+    """The mean over cells of frame AUC and its BCa interval (:mod:`fakeproof.bootstrap`),
+    resampling whole videos within ``strata`` (default: the label of each row) with the same draw
+    for every cell, and the acceleration from a leave-one-video-out jackknife of the mean (rows
+    whose logit is NaN, i.e. skipped, are left out). When every draw gives the same mean (e.g. a
+    perfect and a useless cell) the interval is Clopper-Pearson at ``min(real, fake)`` videos.
+    Returns ``auc, auc_lo, auc_hi, cells, n_boot, method`` (NaN bounds when no cell was scored
+    or a class has no video)."""
+    y = np.asarray(labels).reshape(-1).astype(bool)
+    g = np.asarray(videos).reshape(-1)
     cell_logits = [z for z in cell_logits if np.isfinite(z).any()]  # a cell where every video failed
-    _, inverse = np.unique(np.asarray(videos), return_inverse=True)
-    g = int(inverse.max()) + 1 if inverse.size else 0
-    rng = np.random.default_rng(seed)
-    point = [float(weighted_auc(y[np.isfinite(z)], z[np.isfinite(z)],
-                                np.ones((1, int(np.isfinite(z).sum()))))[0]) for z in cell_logits]
-    draws = []
-    for start in range(0, n_boot, CHUNK):
-        k = min(CHUNK, n_boot - start)
-        counts = np.zeros((k, g))
-        np.add.at(counts, (np.repeat(np.arange(k), g), rng.integers(0, g, size=(k, g)).reshape(-1)), 1.0)
-        per_cell = []
-        for z in cell_logits:
-            ok = np.isfinite(z)
-            per_cell.append(weighted_auc(y[ok], z[ok], counts[:, inverse[ok]]))
-        with warnings.catch_warnings():  # a draw that lost a class: NaN everywhere, dropped below
+    out: dict[str, float | int | str] = {"auc": float("nan"), "auc_lo": float("nan"),
+                                         "auc_hi": float("nan"), "cells": len(cell_logits),
+                                         "n_boot": int(n_boot), "method": NOT_ESTIMABLE}
+    n_real, n_fake = class_video_counts(y, g)
+    if not cell_logits or min(n_real, n_fake) == 0:
+        return out
+
+    def stat(w: np.ndarray) -> np.ndarray:
+        per_cell = [weighted_auc(y[ok], z[ok], w[:, ok])
+                    for z, ok in ((z, np.isfinite(z)) for z in cell_logits)]
+        with warnings.catch_warnings():  # a draw where a cell lost a class: NaN, left out
             warnings.simplefilter("ignore", RuntimeWarning)
-            draws.append(np.nanmean(np.stack(per_cell), axis=0) if per_cell else np.full(k, np.nan))
-    d = np.concatenate(draws) if draws else np.zeros(0)
-    d = d[np.isfinite(d)]
-    lo, hi = (np.percentile(d, [100 * (1 - conf) / 2, 100 * (1 + conf) / 2]) if d.size
-              else (np.nan, np.nan))
-    return {"auc": float(np.nanmean(point)) if point else float("nan"), "auc_lo": float(lo),
-            "auc_hi": float(hi), "cells": len(cell_logits), "n_boot": int(n_boot)}
+            return np.nanmean(np.stack(per_cell), axis=0)
+
+    point, draws, jack = resample(stat, g, y if strata is None else strata, n_boot, seed)
+    auc = float(point[0])
+    lo, hi, method = interval(auc, draws[:, 0], jack[:, 0], conf,
+                              lambda: exact_auc(auc, n_real, n_fake, conf))
+    out.update(auc=auc, auc_lo=float(lo), auc_hi=float(hi), method=method)
+    return out
 
 
 __all__ = ["Sweep", "corrupted_logits", "corruption_seed", "mean_auc_interval"]

@@ -1,7 +1,7 @@
 """Inference with a trained checkpoint: ``fakeproof detect`` and the web page score through here.
 
 :func:`load_detector` reads a checkpoint and its inference recipe (:mod:`fakeproof.recipe`: frame
-sampling, MTCNN settings and crop policy, video aggregation, threshold, temperature), so no
+sampling, MTCNN settings and crop policy, video aggregation, Platt calibration, threshold), so no
 ``params.yaml`` is read. :func:`score_paths` scores videos, images and folders of them (recursive)
 with the pipeline's own code path:
 
@@ -15,7 +15,8 @@ with the pipeline's own code path:
    the crop policy, each crop encoded and decoded as the face store does
    (:func:`fakeproof.store.encode_image` / :func:`~fakeproof.store.decode_tensor`);
 3. scores: crops of several files are batched together through the model (on the GPU when there
-   is one), P(fake) per face by :func:`fakeproof.predict.proba` with the recipe's temperature, and
+   is one), P(fake) per face calibrated by the recipe's Platt scaling
+   (:class:`fakeproof.boundary.Boundary`), and
    per file by :func:`fakeproof.metrics.aggregate_videos` with the recipe's ``video_agg``, as the
    evaluate stage scores a test video. ``label`` is ``fake`` when P(fake) is above the recipe's
    threshold.
@@ -45,13 +46,13 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from fakeproof.boundary import Boundary, Deployed
 from fakeproof.config import FacesParams, FramesParams
 from fakeproof.errors import FakeproofError
 from fakeproof.faces import FaceCropper, prefetch
 from fakeproof.frames import extract_video, iter_frame_batches, tar_path, write_frames_tar
 from fakeproof.metrics import aggregate_videos
 from fakeproof.models import Detector, ModelError, load_checkpoint
-from fakeproof.predict import proba
 from fakeproof.recipe import REFRESH, RecipeError, read_recipe, recipe_params
 from fakeproof.runtime import frozen_on
 from fakeproof.store import decode_tensor, encode_image
@@ -90,12 +91,13 @@ class Bundle:
     cropper: FaceCropper
 
     @property
-    def threshold(self) -> float:
-        return float(self.recipe["threshold"])
+    def boundary(self) -> Boundary:
+        """The deployed decision boundary: Platt calibration and the val threshold."""
+        return Boundary.from_recipe(self.recipe)
 
     @property
-    def temperature(self) -> float:
-        return float(self.recipe["temperature"])
+    def threshold(self) -> float:
+        return float(self.recipe["threshold"])
 
     @property
     def video_agg(self) -> str:
@@ -372,7 +374,7 @@ def score_paths(bundle: Bundle, paths: Iterable[str | Path], *, batch_size: Opti
             return
         t0 = time.perf_counter()
         stacked = torch.stack([c for i in pending for c in crops_of[i]])
-        probs = proba(face_logits(bundle, stacked, bs), bundle.temperature)
+        probs = bundle.boundary.p_fake(face_logits(bundle, stacked, bs))
         start = 0
         for i in pending:
             n = len(crops_of[i])
@@ -428,12 +430,15 @@ def robustness(bundle: Bundle, result: Result, *, eps: float = 2 / 255, steps: i
                max_faces: int = 16, seed: int = 0) -> dict[str, Any]:
     """How far a scored file's P(fake) moves under L-inf PGD on its face crops.
 
-    PGD (Madry et al., ICLR 2018; ``steps`` steps of ``2.5 * eps / steps``, random start, ``seed``)
-    pushes every face away from the file's own label (toward real for a file labelled fake, and
-    back), on up to ``max_faces`` faces spread evenly over the file. Both P(fake) values are
+    PGD (Madry et al., ICLR 2018; ``steps`` steps of ``2.5 * eps / steps``, random start, seeded
+    from ``seed``) pushes every face away from the file's own label (toward real for a file
+    labelled fake, and back) across the checkpoint's deployed boundary, through the one
+    attack-scoring function (:func:`fakeproof.under_attack.score_under_attack`), on up to
+    ``max_faces`` faces spread evenly over the file. Both P(fake) values are
     aggregated over that same subset with the recipe's ``video_agg``. Needs ``keep_crops=True``.
     """
-    from fakeproof.attacks import pgd
+    from fakeproof.attacks import Budget
+    from fakeproof.under_attack import score_under_attack
 
     if result.status != "scored" or result.crops is None:
         raise DetectError(f"{result.path}: no kept face crops to attack; score it with "
@@ -442,10 +447,12 @@ def robustness(bundle: Bundle, result: Result, *, eps: float = 2 / 255, steps: i
     idx = np.unique(np.linspace(0, n - 1, min(max_faces, n)).round().astype(int))
     x = to_unit(result.crops[torch.from_numpy(idx)], bundle.device)
     y = torch.full((len(idx),), int(result.label == "fake"), dtype=torch.long, device=bundle.device)
-    adv = pgd(bundle.model, x, y, eps=eps, steps=steps, random_start=True, seed=seed)
-    with torch.no_grad():
-        clean = proba(bundle.model(x), bundle.temperature)
-        attacked = proba(bundle.model(adv), bundle.temperature)
+    deployed = Deployed(bundle.model, bundle.boundary)
+    budget = Budget(pgd_steps=steps, pgd_restarts=1, apgd_steps=1, apgd_restarts=1,
+                    square_queries=1)
+    res = score_under_attack(deployed, [(x, y, "file")], ["pgd"], eps, budget, seed)
+    clean = bundle.boundary.p_from_decision(res.clean)
+    attacked = bundle.boundary.p_from_decision(res.by_attack["pgd"])
     p0, p1 = _aggregate(clean, bundle.video_agg), _aggregate(attacked, bundle.video_agg)
     label = "fake" if p1 > bundle.threshold else "real"
     return {"eps": float(eps), "steps": int(steps), "faces": int(len(idx)), "p_fake_clean": p0,

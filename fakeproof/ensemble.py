@@ -2,22 +2,29 @@
 
 1. **Members**: the checkpoints the stage gets with ``--member NAME=PATH`` (dvc.yaml passes the
    clean and robust models and declares each as a dep); ``ensemble.members`` picks some of them
-   by name (empty: every one). Each member keeps its own preprocessing: the input size and
-   temperature of its inference recipe (:mod:`fakeproof.recipe`); normalisation is a layer of
+   by name (empty: every one). Each member keeps its own preprocessing: the input size and Platt
+   calibration of its inference recipe (:mod:`fakeproof.recipe`); normalisation is a layer of
    each member (:mod:`fakeproof.fusion`).
-2. **Weights** on the simplex, fitted on **val** (:func:`fit_weights`): ``ensemble.fit: logloss``
-   minimises the val log loss of the fused logit ``sum_i w_i z_i`` (the convex stacking problem
-   of Breiman, "Stacked Regressions", Machine Learning 1996, with the weights kept non-negative
-   and summing to one, as in Caruana et al., ICML 2004); ``equal`` gives 1/k each. The decision
-   threshold maximises val balanced accuracy, as training chooses a member's.
-3. **Test**: every member's and the ensemble's clean frame- and video-level metrics with
-   video-resampled 95 % intervals; the ensemble through the evaluate stage's own sweep
-   (:func:`fakeproof.evaluate.evaluate_model`: every ``eval.attacks`` at every ``eval.eps`` with
-   the ``eval.preset`` budget, per-face robust accuracy, sanity flags), attacking the fused logit
-   end to end; and a **transfer** matrix: PGD at ``eval.headline_eps`` crafted on each member and
-   on the ensemble, scored by every member and the ensemble (frame accuracy). White-box numbers
-   are the diagonal; the rows of the members show how far attacks on one model carry to the
-   others (Tramèr et al., "Ensemble Adversarial Training", ICLR 2018).
+2. **Weights** on the simplex, fitted on **val** (:func:`fit_weights`): ``ensemble.fit: robust``
+   (default) minimises the val log loss of the fused logit ``sum_i w_i (a_i z_i + b_i)`` over
+   clean val faces *and* PGD examples of them crafted on the ensemble itself
+   (:func:`fit_robust_weights`), so the fit rewards members that stay right under attack;
+   ``logloss`` uses clean val faces only (the convex stacking problem of Breiman, "Stacked
+   Regressions", Machine Learning 1996, with the weights kept non-negative and summing to one,
+   as in Caruana et al., ICML 2004), which puts the weight on whichever member is best
+   calibrated clean, robust or not; ``equal`` gives 1/k each. The ensemble's own boundary (Platt
+   and threshold maximising val balanced accuracy) is fitted on val, as training fits a
+   member's.
+3. **Test**: every member's and the ensemble's clean frame- and video-level metrics at their
+   deployed boundaries, with stratified video-resampled 95 % intervals; the ensemble through the
+   evaluate stage's own sweep (:func:`fakeproof.evaluate.evaluate_model`: every ``eval.attacks``
+   at every ``eval.eps`` with the ``eval.preset`` budget, per-face robust accuracy, sanity
+   flags), attacking the fused logit end to end at its boundary; paired differences between the
+   ensemble and each member; and a **transfer** matrix: PGD at ``eval.headline_eps`` crafted on
+   each member and on the ensemble, scored by every member and the ensemble (frame accuracy at
+   each one's boundary). White-box numbers are the diagonal; the rows of the members show how
+   far attacks on one model carry to the others (Tramèr et al., "Ensemble Adversarial
+   Training", ICLR 2018).
 
 Outputs: ``models/ensemble.pt`` (loads with :func:`fakeproof.models.load_checkpoint`, so
 ``fakeproof detect`` and ``fakeproof evaluate`` take it like any checkpoint), the detail JSON, a
@@ -40,20 +47,24 @@ import pandas as pd
 import torch
 from torch import nn
 
-from fakeproof.attacks import check_attack_names, get_attack
+from fakeproof.attacks import check_attack_names
+from fakeproof.boundary import Boundary, Deployed, fit_boundary
+from fakeproof.calibration import log_loss
 from fakeproof.config import EvalParams, Params, as_dict
 from fakeproof.data import DataPaths, FaceDataset, make_loader
 from fakeproof.errors import FakeproofError
-from fakeproof.evaluate import (ROBUST, Sample, attack_seed, eps_label, eval_budget, evaluate_model,
-                                headline, level_metrics)
+from fakeproof.evaluate import ROBUST, eval_budget, evaluate_model, headline, model_pairs
 from fakeproof.fusion import (ENSEMBLE, IDENTITY_MEAN, IDENTITY_STD, Ensemble, Member, resize,
                               save_ensemble)
+from fakeproof.intervals import level_metrics
 from fakeproof.io import write_csv, write_json
-from fakeproof.metrics import best_threshold, score_spread
+from fakeproof.metrics import score_spread
 from fakeproof.models import load_checkpoint
-from fakeproof.predict import as_logit_array, logits_of, proba
+from fakeproof.predict import as_logit_array, logits_of
 from fakeproof.recipe import build_recipe, read_recipe
 from fakeproof.runtime import frozen_on, resolve_device
+from fakeproof.sampling import Sample
+from fakeproof.under_attack import dataset_batches, eps_label, score_under_attack
 
 __all__ = ["Ensemble", "EnsembleError", "Member", "fit_weights", "load_member", "log_loss",
            "resize", "run_ensemble", "select_members", "transfer_matrix"]
@@ -70,13 +81,21 @@ class EnsembleError(FakeproofError, ValueError):
 # members and weights
 # --------------------------------------------------------------------------------------------
 def load_member(path: str | Path) -> tuple[Member, dict[str, Any]]:
-    """A checkpoint as an ensemble member: its detector behind its recipe's input size and
-    temperature; returns the member and the recipe. Errors name the file."""
+    """A checkpoint as an ensemble member: its detector behind its recipe's input size and Platt
+    calibration (its output is the calibrated logit); returns the member and the recipe. Errors
+    name the file."""
     model, meta = load_checkpoint(path)
     if isinstance(model, Ensemble):
         raise EnsembleError(f"{path}: is itself an ensemble; give its members as members instead")
     recipe = read_recipe(meta, str(path))
-    return Member(model, int(recipe["input_size"]), float(recipe["temperature"])), recipe
+    return (Member(model, int(recipe["input_size"]), float(recipe["platt_a"]),
+                   float(recipe["platt_b"])), recipe)
+
+
+def member_boundary(recipe: Mapping[str, Any]) -> Boundary:
+    """A member's deployed boundary on its calibrated logit: its own threshold (the calibration
+    is inside :class:`Member` already)."""
+    return Boundary(1.0, 0.0, float(recipe["threshold"]))
 
 
 def select_members(available: Mapping[str, Path], wanted: Sequence[str]) -> dict[str, Path]:
@@ -101,13 +120,6 @@ def select_members(available: Mapping[str, Path], wanted: Sequence[str]) -> dict
     return out
 
 
-def log_loss(logits: Any, labels: Any) -> float:
-    """Mean binary cross-entropy of fake logits against labels (numerically stable)."""
-    z = as_logit_array(logits)
-    y = np.asarray(labels, dtype=np.float64).reshape(-1)
-    return float(np.mean(np.logaddexp(0.0, z) - y * z))
-
-
 def fit_weights(member_val_logits: Any, labels: Any, method: str = "logloss") -> np.ndarray:
     """Fusion weights on the simplex (non-negative, summing to one), one per member.
 
@@ -119,7 +131,9 @@ def fit_weights(member_val_logits: Any, labels: Any, method: str = "logloss") ->
             problem, solved by L-BFGS over a softmax parametrisation in float64); the result is
             compared with equal weights and with every single member (the simplex's vertices,
             which a softmax reaches only in the limit), and the best is kept, so the fitted
-            ensemble's val log loss is never above its best member's. ``equal``: 1/k each.
+            ensemble's val log loss is never above its best member's. ``robust`` solves the same
+            problem on the rows it is given (:func:`fit_robust_weights` passes clean and
+            adversarial val rows). ``equal``: 1/k each.
     """
     if isinstance(member_val_logits, (list, tuple)):
         z = np.stack([as_logit_array(v) for v in member_val_logits], axis=1)
@@ -134,8 +148,8 @@ def fit_weights(member_val_logits: Any, labels: Any, method: str = "logloss") ->
     equal = np.full(k, 1.0 / k)
     if method == "equal" or k == 1:
         return equal
-    if method != "logloss":
-        raise EnsembleError(f"ensemble.fit = {method!r}: use logloss or equal")
+    if method not in ("logloss", "robust"):
+        raise EnsembleError(f"ensemble.fit = {method!r}: use logloss, robust or equal")
     zt, yt = torch.from_numpy(z), torch.from_numpy(y)
     theta = torch.zeros(k, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([theta], lr=1.0, max_iter=500, tolerance_grad=1e-12,
@@ -154,13 +168,47 @@ def fit_weights(member_val_logits: Any, labels: Any, method: str = "logloss") ->
     return np.asarray(candidates[int(np.argmin(losses))], dtype=np.float64)
 
 
-def ensemble_recipe(params: Params, threshold: float, first_member: str) -> dict[str, Any]:
+def fit_robust_weights(members: Mapping[str, Member], z_val: np.ndarray, val_ds: FaceDataset,
+                       ep: EvalParams, rounds: int = 2) -> tuple[np.ndarray, dict[str, Any]]:
+    """``ensemble.fit: robust``: weights minimising the val log loss of clean **and adversarial**
+    val faces, the adversarial ones crafted on the ensemble itself (PGD at
+    ``eval.headline_eps`` with the evaluate budget, aimed at the ensemble's own val boundary),
+    so the fit rewards members that stay right under attack on the fused model. The attack
+    depends on the weights, so fit and attack alternate ``rounds`` times from the clean fit
+    (as adversarial training alternates crafting and fitting). Returns the weights and, per
+    round, the clean and adversarial val log loss."""
+    names = list(members)
+    y = val_ds.labels.astype(float)
+    weights = fit_weights(z_val, y, "logloss")
+    history = []
+    frames = val_ds.frames.reset_index(drop=True)
+    index = np.arange(len(val_ds))
+    for r in range(rounds):
+        ens = frozen_on(Ensemble([members[n] for n in names], names, weights),
+                        next(members[names[0]].parameters()).device)
+        boundary, _ = fit_boundary(z_val @ weights, y)
+        res = score_under_attack(Deployed(ens, boundary),
+                                 dataset_batches(val_ds, index, ep.batch_size,
+                                                 frames["key"].tolist()),
+                                 ["pgd"], ep.headline_eps, eval_budget(ep), ep.seed + 1 + r,
+                                 also_score=members)
+        z_adv = np.stack([res.transfer[n]["pgd"] for n in names], axis=1)
+        before = {"clean": log_loss(z_val @ weights, y), "adv": log_loss(z_adv @ weights, y)}
+        weights = fit_weights(np.vstack([z_val, z_adv]), np.r_[y, y], "robust")
+        history.append({"round": r + 1, "before": before,
+                        "after": {"clean": log_loss(z_val @ weights, y),
+                                  "adv": log_loss(z_adv @ weights, y)},
+                        "weights": dict(zip(names, map(float, weights)))})
+    return weights, {"rounds": history, "attack": f"pgd at {eps_label(ep.headline_eps)}"}
+
+
+def ensemble_recipe(params: Params, boundary: Boundary, first_member: str) -> dict[str, Any]:
     """The ensemble's inference recipe: the frame sampling and crop policy of the data it was
     fitted on (``frames.*``, ``faces.*``, ``eval.video_agg``), identity normalisation (each
-    member normalises itself), the val-chosen threshold. ``first_member`` (a registered model
+    member normalises itself), the boundary fitted on val. ``first_member`` (a registered model
     name) only stands in for ``model.name``, which the ensemble does not read."""
     recipe = build_recipe(replace(params, model=replace(params.model, name=first_member)),
-                          threshold=threshold)
+                          boundary)
     recipe.update({"model": ENSEMBLE, "mean": list(IDENTITY_MEAN), "std": list(IDENTITY_STD)})
     return recipe
 
@@ -168,43 +216,28 @@ def ensemble_recipe(params: Params, threshold: float, first_member: str) -> dict
 # --------------------------------------------------------------------------------------------
 # transfer
 # --------------------------------------------------------------------------------------------
-def _batches(ds: FaceDataset, sample: Sample, batch_size: int):
-    for start in range(0, len(sample.index), batch_size):
-        items = [ds[int(i)] for i in sample.index[start:start + batch_size]]
-        yield (start, torch.stack([it[0] for it in items]),
-               torch.stack([torch.as_tensor(it[1]) for it in items]).long())
-
-
-def transfer_matrix(models: Mapping[str, nn.Module], ds: FaceDataset, sample: Sample,
-                    ep: EvalParams, eps: float) -> tuple[dict[str, dict[str, float]],
-                                                         dict[str, float]]:
-    """``(transfer, clean)``: ``transfer[src][dst]`` is the frame accuracy of ``dst`` on PGD
-    examples crafted on ``src`` (eps ``eps``, the evaluate budget and seeds, so the diagonal is
-    the white-box PGD accuracy evaluate reports); ``clean[dst]`` its accuracy on the clean
-    sample."""
-    spec = get_attack("pgd")
+def transfer_matrix(models: Mapping[str, Deployed], ds: FaceDataset, sample: Sample,
+                    ep: EvalParams, eps: float
+                    ) -> tuple[dict[str, dict[str, float]], dict[str, float],
+                               dict[str, np.ndarray]]:
+    """``(transfer, clean, white_box)``: ``transfer[src][dst]`` is the frame accuracy of ``dst``
+    (at its deployed boundary) on PGD examples crafted on ``src`` (aimed at ``src``'s boundary;
+    eps ``eps``, the evaluate budget and seeds, so the diagonal is the white-box PGD accuracy
+    evaluate reports); ``clean[dst]`` its accuracy on the clean sample; ``white_box[m]`` the
+    decision logits of ``m`` under its own PGD (for paired differences)."""
     budget = eval_budget(ep)
-    names = list(models)
-    correct = {s: dict.fromkeys(names, 0) for s in names}
-    clean = dict.fromkeys(names, 0)
-    n = 0
-    device = next(next(iter(models.values())).parameters()).device
-    for start, x, y in _batches(ds, sample, ep.batch_size):
-        seed = attack_seed(ep.seed, "pgd", eps, str(sample.frames["key"].iloc[start]))
-        yn = y.numpy()
-        x, y = x.to(device), y.to(device)
-        with torch.no_grad():
-            for dst, m in models.items():
-                clean[dst] += int(((proba(m(x)) > 0.5) == yn).sum())
-        for src, m in models.items():
-            adv = spec.fn(m, x, y, eps=eps, **spec.options(budget, seed))
-            with torch.no_grad():
-                for dst, d in models.items():
-                    correct[src][dst] += int(((proba(d(adv)) > 0.5) == yn).sum())
-        n += len(y)
-    n = max(n, 1)
-    return ({s: {d: c / n for d, c in row.items()} for s, row in correct.items()},
-            {d: c / n for d, c in clean.items()})
+    transfer: dict[str, dict[str, float]] = {}
+    clean: dict[str, float] = {}
+    white_box: dict[str, np.ndarray] = {}
+    keys = sample.frames["key"].tolist()
+    for src, m in models.items():
+        res = score_under_attack(m, dataset_batches(ds, sample.index, ep.batch_size, keys),
+                                 ["pgd"], eps, budget, ep.seed, also_score=models)
+        y = res.labels == 1
+        transfer[src] = {d: float(np.mean((res.transfer[d]["pgd"] > 0) == y)) for d in models}
+        clean = {d: float(np.mean((res.transfer_clean[d] > 0) == y)) for d in models}
+        white_box[src] = res.by_attack["pgd"]
+    return transfer, clean, white_box
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,18 +283,21 @@ def run_ensemble(params: Params, paths: DataPaths, members: Mapping[str, Path], 
 
     val = scores(val_ds, "val")
     z_val = np.stack([val[n] for n in names], axis=1)
-    weights = fit_weights(z_val, val_ds.labels, enp.fit)
-    ens = Ensemble([loaded[n][0] for n in names], names, weights).to(device).eval()
-    for p in ens.parameters():
-        p.requires_grad_(False)
+    members_ = {n: loaded[n][0] for n in names}
+    fit_log: dict[str, Any] = {}
+    if enp.fit == "robust":
+        weights, fit_log = fit_robust_weights(members_, z_val, val_ds, ep)
+    else:
+        weights = fit_weights(z_val, val_ds.labels, enp.fit)
+    ens = frozen_on(Ensemble([members_[n] for n in names], names, weights), device)
     fused_val = z_val @ weights
-    threshold = best_threshold(val_ds.labels, proba(fused_val))
+    boundary, platt_ok = fit_boundary(fused_val, val_ds.labels)
     val_loss = {n: log_loss(val[n], val_ds.labels) for n in names}
     val_loss[ENSEMBLE] = log_loss(fused_val, val_ds.labels)
     save_ensemble(out_model, ens, {
-        "recipe": ensemble_recipe(params, threshold, loaded[names[0]][0].name),
+        "recipe": ensemble_recipe(params, boundary, loaded[names[0]][0].name),
         "members": {n: str(chosen[n]) for n in names}, "fit": enp.fit,
-        "val_logloss": val_loss, "val_threshold": threshold})
+        "val_logloss": val_loss, "val_threshold": boundary.threshold})
     log.info("ensemble: %s fitted on %d val faces (%s): weights %s, val log loss %.4f (best "
              "member %.4f)", ", ".join(names), len(val_ds), enp.fit,
              ", ".join(f"{n}={w:.3f}" for n, w in zip(names, weights)), val_loss[ENSEMBLE],
@@ -269,27 +305,41 @@ def run_ensemble(params: Params, paths: DataPaths, members: Mapping[str, Path], 
 
     frames = test_ds.frames.reset_index(drop=True)
     test = scores(test_ds, "test")
+    deployed = {n: Deployed(members_[n], member_boundary(loaded[n][1])) for n in names}
+    deployed[ENSEMBLE] = Deployed(ens, boundary)
     member_out = {n: {"checkpoint": str(chosen[n]), "weight": float(w),
-                      "input_size": loaded[n][0].input_size,
-                      "temperature": loaded[n][0].temperature, "val_logloss": val_loss[n],
-                      "test_clean": level_metrics(frames, test[n], ep.video_agg, ep.bootstrap,
-                                                  ep.seed)}
+                      "input_size": members_[n].input_size, "platt_a": members_[n].a,
+                      "platt_b": members_[n].b, "threshold": deployed[n].boundary.threshold,
+                      "val_logloss": val_loss[n],
+                      "test_clean": level_metrics(frames, deployed[n].boundary.decision(test[n]),
+                                                  deployed[n].boundary, ep.video_agg,
+                                                  ep.bootstrap, ep.seed, ep.min_videos)}
                   for n, w in zip(names, weights)}
-    ref = score_spread(test[names[0]])["logit_std"]
-    res = evaluate_model(ENSEMBLE, ens, test_ds, ep, reference_spread=ref, keep=0)
+    ref = score_spread(deployed[names[0]].boundary.decision(test[names[0]]))["logit_std"]
+    res = evaluate_model(ENSEMBLE, deployed[ENSEMBLE], test_ds, ep, reference_spread=ref, keep=0)
     sample = res["sample"]
-    transfer, transfer_clean = transfer_matrix({**{n: loaded[n][0] for n in names}, ENSEMBLE: ens},
-                                               test_ds, sample, ep, ep.headline_eps)
+    transfer, transfer_clean, white_box = transfer_matrix(deployed, test_ds, sample, ep,
+                                                          ep.headline_eps)
+    lab = eps_label(ep.headline_eps)
+    as_results = {n: {"clean_logits": deployed[n].boundary.decision(test[n]), "sample": sample,
+                      "worst": {lab: white_box[n]}} for n in names}
+    as_results[ENSEMBLE] = {**res, "worst": {lab: white_box[ENSEMBLE]}}
+    pairs = model_pairs(as_results, frames, ep)
 
     head = headline(res, ep)
     detail = {
         "weights": dict(zip(names, (float(w) for w in weights))), "fit": enp.fit,
-        "threshold": threshold, "temperature": ens.temperature, "members": member_out,
+        "fit_log": fit_log, "boundary": boundary.to_recipe(), "platt_ok": platt_ok,
+        "members": member_out,
         "ensemble": {"val_logloss": val_loss[ENSEMBLE], "test_clean": res["test_clean"],
                      "sample_clean": res["sample_clean"], "attacks": res["attacks"],
-                     ROBUST: res["robust"], "sanity": res["sanity"], "spread": res["spread"]},
+                     ROBUST: res["robust"], "clean_to_attacked": res["clean_to_attacked"],
+                     "unbounded": res["unbounded"], "sanity": res["sanity"],
+                     "spread": res["spread"]},
+        "pairs": pairs, "pairs_note": f"robust@{lab} here is white-box PGD of each model alone "
+                                      "(members are attacked with the full suite by evaluate)",
         "transfer": transfer, "transfer_clean": transfer_clean,
-        "transfer_eps": eps_label(ep.headline_eps), "transfer_attack": "pgd",
+        "transfer_eps": lab, "transfer_attack": "pgd",
         "test_faces": res["n_frames"], "test_videos": res["n_videos"],
         "sample": {"videos": int(sample.frames["video_id"].nunique()),
                    "faces": int(len(sample.index)), "strata": sample.strata},

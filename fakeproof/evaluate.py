@@ -1,90 +1,75 @@
 """The evaluate stage: clean and adversarial metrics over an epsilon sweep, with intervals and
-sanity flags. The test split is read here and nowhere else.
+sanity flags, every number at the boundary each checkpoint ships with. The test split is read
+here and nowhere else.
 
-For every model (``clean``, ``robust`` and any ``--checkpoint NAME=PATH``):
+For every model (``clean``, ``robust`` and any ``--checkpoint NAME=PATH``), behind its deployed
+boundary (:class:`fakeproof.boundary.Deployed`: the Platt calibration and val threshold of its
+recipe; the attacks aim at it and every balanced accuracy is taken at it):
 
-1. **Whole test split, clean**: frame- and video-level metrics (video score: mean of frame
-   probabilities by default, ``eval.video_agg``), AUC ranked on logits, each headline number with
-   a 95 % bootstrap interval that resamples whole videos (:mod:`fakeproof.bootstrap`).
+1. **Whole test split, clean**: frame- and video-level metrics (video score: the aggregate of
+   calibrated frame probabilities, ``eval.video_agg``, against the threshold), AUC ranked on
+   logits, each with a 95 % BCa interval resampling whole videos within label x method strata
+   (:mod:`fakeproof.intervals`); "not estimable" below ``eval.min_videos`` videos per class.
 2. **Attacked sample**: whole test videos, stratified by class and manipulation method
-   (``eval.attack_videos``; null: the preset's, 9 for ``quick``, every one for ``standard``). Its clean numbers are reported beside the attacked ones,
-   computed on the same sample. Every attack of ``eval.attacks`` runs at every eps of ``eval.eps``
-   with the budget of ``eval.preset`` (``quick`` for demos, ``standard`` for published numbers;
-   explicit keys override it). Attack seeds derive from (eval.seed, attack, eps, the batch's first
-   face key), so adding an eps or an attack changes no other number.
+   (``eval.attack_videos``; null: the preset's). Every attack of ``eval.attacks`` runs at every
+   eps of ``eval.eps`` with the budget of ``eval.preset`` (explicit keys override it), through
+   the one attack-scoring function (:func:`fakeproof.under_attack.score_under_attack`), every
+   attack for its whole budget. Video-level attacked numbers are aggregates of frame-level
+   attacks (``video_of_frame_attacks``).
 3. **Robust accuracy per face** (AutoAttack's definition): a face counts as robust at an eps only
    when it is classified correctly clean and under every attack; ``robust`` rows use, per face,
-   the most adverse logit over clean and all attacks. ``robust_acc`` <= every per-attack accuracy.
-4. **Sanity flags** with their evidence (Carlini et al., "On Evaluating Adversarial Robustness",
-   2019; AutoAttack's checks): eps 0 equals clean; accuracy does not rise with eps; PGD at least
-   as strong as FGSM; APGD at least as strong as PGD; a gradient-free attack (Square) beating the
-   gradient attacks (gradient masking); robust accuracy above chance at a large eps (>= 16/255);
-   a collapsed model (logit spread far below the first model's, or most scores at the threshold).
-5. **Common corruptions** (:mod:`fakeproof.corruption_sweep`): every test video under every
-   corruption of ``eval.corruptions`` at every ``eval.corruption_severities`` (JPEG, real h264
-   re-encoding, noise, blur, brightness, contrast, downscaling; :mod:`fakeproof.corruptions`),
-   frame and video AUC and balanced accuracy with video-resampled intervals, and their mean
-   ``mean_corruption_auc`` (frame AUC over every corruption and severity) with its interval (in
-   the detail file, under ``models.<name>.corruptions``). A
-   video ffmpeg cannot re-encode is skipped for that cell and counted (``skipped_videos``).
-6. **Calibration** (:mod:`fakeproof.calibration`): ECE (15 bins), Brier score and log loss of
-   P(fake) on the whole test split, with the temperature fitted on val and stored in the
-   checkpoint's recipe (1.0 when it has none or ``eval.calibrate`` is false) and without it. The
-   other metrics keep temperature 1 (AUC cannot change; balanced accuracy at 0.5 does not).
+   the most adverse logit over clean and all attacks.
+4. **Paired differences**, never overlapping intervals: each model's clean-to-attacked drop at
+   ``eval.headline_eps`` (``clean_to_attacked``) and every pair of models (``pairs``), with paired
+   bootstrap intervals and DeLong's test.
+5. **Sanity flags** (:mod:`fakeproof.sanity`), including ``one_class``, the unbounded check (PGD
+   at 64/255 must reach about 0 robust accuracy) and ``selection_failed`` from training.
+6. **Common corruptions** (:mod:`fakeproof.corruption_sweep`): every test video under every
+   corruption of ``eval.corruptions`` at every ``eval.corruption_severities``, frame and video
+   AUC and balanced accuracy with intervals, and ``mean_corruption_auc`` with its interval (in
+   the detail file, under ``models.<name>.corruptions``).
+7. **Calibration** (:mod:`fakeproof.calibration`): ECE (15 bins, with an interval), Brier score
+   and log loss of the Platt-calibrated P(fake) on the whole test split, beside the uncalibrated.
 
 Outputs (paths from dvc.yaml): the headline metrics file (small, for ``dvc metrics diff`` and
 ``dvc exp show``: ``eps``, ``sanity_ok`` and per model the five keys of :func:`headline`), the
-detail JSON, the corruption JSON (``{model: {corruption: {severity:
-{auc, auc_lo, auc_hi, bacc, bacc_lo, bacc_hi, video_*, videos, skipped_videos}}}}``), plot tables
-(one per corruption, AUC against severity; a reliability table per model) and a PNG gallery of
-adversarial examples.
+detail JSON, the corruption JSON, plot tables and a PNG gallery of adversarial examples.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 from tqdm import tqdm
 
-from fakeproof.attacks import Budget, check_attack_names, get_attack, resolve_budget
-from fakeproof.bootstrap import video_bootstrap
-from fakeproof.calibration import calibration_report, checkpoint_temperature, reliability_points
+from fakeproof.attacks import Budget, check_attack_names, resolve_budget
+from fakeproof.bootstrap import ece_interval
+from fakeproof.boundary import Boundary, Deployed
+from fakeproof.calibration import calibration_report, reliability_points
 from fakeproof.config import EvalParams, Params, as_dict
 from fakeproof.corruption_sweep import Sweep, corrupted_logits, mean_auc_interval
 from fakeproof.corruptions import LEVELS
 from fakeproof.data import DataPaths, FaceDataset, make_loader
 from fakeproof.errors import EvaluationError
 from fakeproof.gallery import save_gallery
+from fakeproof.intervals import interval_text, level_metrics, paired_difference
 from fakeproof.io import write_csv, write_json
-from fakeproof.metrics import aggregate_videos, attack_success_rate, binary_metrics, roc_points, score_spread
+from fakeproof.metrics import attack_success_rate, roc_points, score_spread
 from fakeproof.models import load_checkpoint
-from fakeproof.predict import as_logit_array, logits_of, proba
+from fakeproof.predict import logits_of, proba
 from fakeproof.runtime import frozen_on, resolve_device
-from fakeproof.sanity import sanity_flags
+from fakeproof.sampling import choose_sample, video_strata
+from fakeproof.sanity import UNBOUNDED_EPS, sanity_flags
+from fakeproof.under_attack import dataset_batches, eps_label, score_under_attack
 
 log = logging.getLogger(__name__)
 ROBUST = "robust"  # the per-face worst case over clean and every attack
-
-
-def eps_label(eps: float) -> str:
-    """'8/255' for multiples of 1/255 (the field's convention), else a short fraction/decimal."""
-    if eps == 0:
-        return "0"
-    k = eps * 255
-    if abs(k - round(k)) < 1e-6:
-        return f"{int(round(k))}/255"
-    f = Fraction(eps).limit_denominator(1000)
-    return f"{f.numerator}/{f.denominator}" if abs(float(f) - eps) < 1e-9 else f"{eps:.4g}"
 
 
 def eval_budget(ep: EvalParams) -> Budget:
@@ -105,127 +90,9 @@ def attack_videos(ep: EvalParams) -> Optional[int]:
     return n or None
 
 
-def attack_seed(seed: int, attack: str, eps: float, first_key: str) -> int:
-    """A seed keyed by what is attacked, not by list positions (63 bits of a SHA-256)."""
-    h = hashlib.sha256(f"{seed}|{attack}|{eps_label(eps)}|{first_key}".encode()).digest()
-    return int.from_bytes(h[:8], "big") >> 1
-
-
 # --------------------------------------------------------------------------------------------
-# the attacked sample
+# one model
 # --------------------------------------------------------------------------------------------
-@dataclass
-class Sample:
-    """Whole test videos, stratified by class and method: positions in the dataset and rows."""
-
-    index: np.ndarray
-    frames: pd.DataFrame  # video_id, label, key (aligned with index)
-    strata: dict[str, int]
-
-
-def choose_sample(frames: pd.DataFrame, n_videos: Optional[int], seed: int) -> Sample:
-    """Pick ``n_videos`` whole videos, allocated to strata (label, method) in proportion to their
-    size (largest remainders; every stratum gets one when ``n_videos`` allows), seeded."""
-    frames = frames.reset_index(drop=True)
-    method = frames["method"] if "method" in frames.columns else pd.Series("", index=frames.index)
-    videos = (pd.DataFrame({"video_id": frames["video_id"], "label": frames["label"],
-                            "method": method.astype(str)})
-              .drop_duplicates("video_id").sort_values("video_id", kind="stable"))
-    videos["stratum"] = videos["label"].astype(str) + ":" + videos["method"]
-    total = len(videos)
-    if n_videos is None or n_videos >= total:
-        chosen = videos
-    else:
-        sizes = videos.groupby("stratum").size().sort_index()
-        quota = sizes / total * n_videos
-        alloc = np.floor(quota).astype(int)
-        if n_videos >= len(sizes):
-            alloc = alloc.clip(lower=1)
-        rest = n_videos - int(alloc.sum())
-        order = (quota - np.floor(quota)).sort_values(ascending=False, kind="stable").index
-        for s in order:
-            if rest <= 0:
-                break
-            if alloc[s] < sizes[s]:
-                alloc[s] += 1
-                rest -= 1
-        while alloc.sum() > n_videos:  # the clip to 1 overshot: take from the largest strata
-            alloc[alloc.idxmax()] -= 1
-        rng = np.random.default_rng(seed)
-        picks = []
-        for s, k in alloc.items():
-            ids = videos.loc[videos["stratum"] == s, "video_id"].to_numpy()
-            picks.extend(rng.permutation(ids)[:int(k)].tolist())
-        chosen = videos[videos["video_id"].isin(picks)]
-    keep = frames["video_id"].isin(set(chosen["video_id"]))
-    idx = np.flatnonzero(keep.to_numpy())
-    strata = chosen.groupby("stratum").size().to_dict()
-    return Sample(idx, frames.loc[keep, ["video_id", "label", "key"]].reset_index(drop=True),
-                  {str(k): int(v) for k, v in strata.items()})
-
-
-# --------------------------------------------------------------------------------------------
-# metrics with intervals
-# --------------------------------------------------------------------------------------------
-def level_metrics(frames: pd.DataFrame, logits: np.ndarray, how: str, n_boot: int = 0,
-                  seed: int = 0) -> dict[str, dict]:
-    """Frame- and video-level metrics for one set of logits (AUC ranked on logits; video score
-    aggregated from probabilities), with video-resampled 95 % intervals when ``n_boot`` > 0."""
-    probs = proba(logits)
-    df = frames[["video_id", "label"]].copy()
-    df["prob"] = probs
-    video = aggregate_videos(df, how=how)
-    y = df["label"].to_numpy()
-    frame = binary_metrics(y, probs, scores=logits)
-    vid = binary_metrics(video["label"].to_numpy(), video["prob"].to_numpy())
-    if n_boot:
-        ci = video_bootstrap(y, logits, probs > 0.5, df["video_id"].to_numpy(), n_boot=n_boot,
-                             seed=seed)
-        frame.update({k: ci[k] for k in ("auc_lo", "auc_hi", "bacc_lo", "bacc_hi")})
-        vy, vp = video["label"].to_numpy(), video["prob"].to_numpy()
-        ci = video_bootstrap(vy, vp, vp > 0.5, video["video_id"].to_numpy(), n_boot=n_boot,
-                             seed=seed)
-        vid.update({k: ci[k] for k in ("auc_lo", "auc_hi", "bacc_lo", "bacc_hi")})
-    return {"frame": frame, "video": vid}
-
-
-def worst_logits(labels: np.ndarray, candidates: list[np.ndarray]) -> np.ndarray:
-    """Per face, the most adverse logit among ``candidates``: the lowest for a fake, the highest
-    for a real face (AutoAttack's per-sample robust flags, kept as scores)."""
-    stack = np.stack(candidates)
-    return np.where(np.asarray(labels) == 1, stack.min(axis=0), stack.max(axis=0))
-
-
-# --------------------------------------------------------------------------------------------
-# attacking
-# --------------------------------------------------------------------------------------------
-def _batches(ds: FaceDataset, idx: np.ndarray, batch_size: int):
-    for start in range(0, len(idx), batch_size):
-        items = [ds[int(i)] for i in idx[start:start + batch_size]]
-        x = torch.stack([it[0] for it in items])
-        y = torch.stack([torch.as_tensor(it[1]) for it in items]).long()
-        yield start, x, y
-
-
-def attacked_logits(model: nn.Module, ds: FaceDataset, sample: Sample, attack: str, eps: float,
-                    budget: Budget, ep: EvalParams, keep: np.ndarray = np.zeros(0, dtype=int)
-                    ) -> tuple[np.ndarray, list[torch.Tensor]]:
-    """Logits of ``model`` on adversarial versions of the sample's faces; the adversarial images
-    at positions ``keep`` are returned too (for the gallery)."""
-    spec = get_attack(attack)
-    wanted = set(int(k) for k in keep)
-    out, kept = [], []
-    device = next(model.parameters()).device
-    for start, x, y in _batches(ds, sample.index, ep.batch_size):
-        seed = attack_seed(ep.seed, attack, eps, str(sample.frames["key"].iloc[start]))
-        x, y = x.to(device), y.to(device)
-        adv = spec.fn(model, x, y, eps=eps, **spec.options(budget, seed))
-        with torch.no_grad():
-            out.append(as_logit_array(model(adv)))
-        kept.extend(adv[i - start].detach() for i in range(start, start + len(x)) if i in wanted)
-    return np.concatenate(out), kept
-
-
 def gallery_positions(n: int, keep: int) -> np.ndarray:
     """Positions in the attacked sample shown in the gallery: spread evenly, so several videos."""
     if keep <= 0 or n == 0:
@@ -233,51 +100,66 @@ def gallery_positions(n: int, keep: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(keep, n)).round().astype(int))
 
 
-def evaluate_model(name: str, model: nn.Module, ds: FaceDataset, ep: EvalParams,
-                   reference_spread: Optional[float] = None, keep: int = 0) -> dict[str, Any]:
-    """Clean metrics, the eps sweep, per-face robust accuracy and sanity flags for one model."""
+def evaluate_model(name: str, model: Deployed, ds: FaceDataset, ep: EvalParams,
+                   reference_spread: Optional[float] = None, keep: int = 0,
+                   selection: Optional[dict] = None) -> dict[str, Any]:
+    """Clean metrics, the eps sweep, per-face robust accuracy and sanity flags for one model
+    behind its deployed boundary (every number at that boundary; attacks aim at it)."""
     model.eval()
     t0 = time.perf_counter()
     budget = eval_budget(ep)
+    boundary = model.boundary
     frames = ds.frames.reset_index(drop=True)
+    device = next(model.parameters()).device
     clean_logits, labels = logits_of(model, make_loader(ds, ep.batch_size, shuffle=False),
-                                     f"{name} clean", next(model.parameters()).device)
-    test_clean = level_metrics(frames, clean_logits, ep.video_agg, ep.bootstrap, ep.seed)
+                                     f"{name} clean", device)
+    test_clean = level_metrics(frames, clean_logits, boundary, ep.video_agg, ep.bootstrap,
+                               ep.seed, ep.min_videos)
     sample = choose_sample(frames, attack_videos(ep), ep.seed)
     sub_labels = sample.frames["label"].to_numpy()
     sub_clean = clean_logits[sample.index]
-    sample_clean = level_metrics(sample.frames, sub_clean, ep.video_agg, ep.bootstrap, ep.seed)
-    spread = score_spread(clean_logits)
-    rows, detail, robust, rocs, gallery = [], {}, {}, {}, {}
+    sample_clean = level_metrics(sample.frames, sub_clean, boundary, ep.video_agg, ep.bootstrap,
+                                 ep.seed, ep.min_videos)
+    keys = sample.frames["key"].tolist()
+    rows, detail, robust, worst_at, rocs, gallery = [], {}, {}, {}, {}, {}
     rocs["clean"] = roc_points(sub_labels, proba(sub_clean))
     show = gallery_positions(len(sample.index), keep)
     for eps in tqdm(sorted(ep.eps), desc=f"{name} sweep", leave=False, disable=None):
         lab = eps_label(eps)
-        headline = abs(eps - ep.headline_eps) < 1e-12
-        per_attack = [sub_clean]
-        for attack in ep.attacks:
-            want = show if (attack == "pgd" and headline) else np.zeros(0, dtype=int)
-            z, kept = attacked_logits(model, ds, sample, attack, eps, budget, ep, want)
-            if kept:
-                gallery["pgd"] = (kept, proba(z[show]))
-            per_attack.append(z)
-            m = level_metrics(sample.frames, z, ep.video_agg, ep.bootstrap if headline else 0,
-                              ep.seed)
+        headline_eps = abs(eps - ep.headline_eps) < 1e-12
+        n_boot = ep.bootstrap if headline_eps else 0
+        res = score_under_attack(model, dataset_batches(ds, sample.index, ep.batch_size, keys),
+                                 list(ep.attacks), eps, budget, ep.seed,
+                                 keep=show if headline_eps else ())
+        if res.kept.get("pgd"):
+            gallery["pgd"] = (res.kept["pgd"], proba(res.by_attack["pgd"][show]))
+        for attack, z in res.by_attack.items():
+            m = _attacked_metrics(sample.frames, z, boundary, ep, n_boot)
             asr = attack_success_rate(sub_labels, proba(sub_clean), proba(z))
             detail.setdefault(attack, {})[lab] = {**m, "attack_success_rate": asr}
             rows.append(_row(name, attack, eps, m, asr))
-            if attack == "pgd" and headline:
+            if attack == "pgd" and headline_eps:
                 rocs["pgd"] = roc_points(sub_labels, proba(z))
-            log.debug("%s %s eps %s: acc %.4f", name, attack, lab, m["frame"]["acc"])
-        worst = worst_logits(sub_labels, per_attack)
-        m = level_metrics(sample.frames, worst, ep.video_agg, ep.bootstrap if headline else 0,
-                          ep.seed)
+        m = _attacked_metrics(sample.frames, res.worst, boundary, ep, n_boot)
         robust[lab] = m
+        worst_at[lab] = res.worst
         rows.append(_row(name, ROBUST, eps, m, attack_success_rate(sub_labels, proba(sub_clean),
-                                                                   proba(worst))))
+                                                                   proba(res.worst))))
+    unbounded = score_under_attack(model, dataset_batches(ds, sample.index, ep.batch_size, keys),
+                                   ["pgd"], UNBOUNDED_EPS, budget, ep.seed)
+    unbounded_acc = float(np.mean((unbounded.worst > 0) == (sub_labels == 1)))
+    drop = {}
+    head_lab = eps_label(ep.headline_eps)
+    if head_lab in worst_at:
+        drop = paired_difference(sample.frames, sub_clean, worst_at[head_lab],
+                                 n_boot=ep.bootstrap, seed=ep.seed, min_videos=ep.min_videos)
+    spread = score_spread(clean_logits)
     table = pd.DataFrame(rows)
     flags = sanity_flags(table, sample_clean["frame"]["acc"], len(sample.index), spread,
-                         reference_spread, attacks=list(ep.attacks))
+                         reference_spread, attacks=list(ep.attacks),
+                         recalls=(test_clean["frame"]["recall"],
+                                  _tnr(frames["label"].to_numpy(), clean_logits)),
+                         unbounded_acc=unbounded_acc, selection=selection)
     for k, v in flags.items():
         if isinstance(v, dict) and v.get("fired"):
             log.warning("evaluate: sanity flag %s fired for model %s: %s", k, name, v["evidence"])
@@ -289,36 +171,46 @@ def evaluate_model(name: str, model: nn.Module, ds: FaceDataset, ep: EvalParams,
     return {"test_clean": test_clean, "sample_clean": sample_clean, "attacks": detail,
             "robust": robust, "sanity": flags, "spread": spread, "table": table, "rocs": rocs,
             "gallery": gallery, "sample": sample, "sample_clean_probs": proba(sub_clean),
-            "clean_logits": clean_logits,
+            "clean_logits": clean_logits, "worst": worst_at, "boundary": boundary,
+            "clean_to_attacked": drop, "unbounded": {"eps": eps_label(UNBOUNDED_EPS),
+                                                     "robust_acc": unbounded_acc},
             "budget": as_dict(budget), "n_frames": len(frames),
             "n_videos": int(frames["video_id"].nunique())}
 
 
+def _attacked_metrics(frames: pd.DataFrame, z: np.ndarray, boundary: Boundary, ep: EvalParams,
+                      n_boot: int) -> dict[str, dict]:
+    """:func:`level_metrics` of attacked logits; the video level is named for what it is: the
+    aggregate of frame-level attacks (no attack aimed at the video score)."""
+    m = level_metrics(frames, z, boundary, ep.video_agg, n_boot, ep.seed, ep.min_videos)
+    return {"frame": m["frame"], "video_of_frame_attacks": m["video"]}
+
+
+def _tnr(labels: np.ndarray, decision: np.ndarray) -> float:
+    real = labels == 0
+    return float(np.mean(decision[real] <= 0)) if real.any() else float("nan")
+
+
 def _row(model: str, attack: str, eps: float, m: dict, asr: float) -> dict[str, Any]:
+    v = m["video_of_frame_attacks"]
     return {"model": model, "attack": attack, "eps": eps, "eps_label": eps_label(eps),
             "acc": m["frame"]["acc"], "bacc": m["frame"]["bacc"], "auc": m["frame"]["auc"],
-            "video_acc": m["video"]["acc"], "video_bacc": m["video"]["bacc"],
-            "video_auc": m["video"]["auc"], "asr": asr}
+            "video_acc": v["acc"], "video_bacc": v["bacc"], "video_auc": v["auc"], "asr": asr}
 
 
 # --------------------------------------------------------------------------------------------
 # reports
 # --------------------------------------------------------------------------------------------
-def interval_text(lo: Optional[float], hi: Optional[float]) -> str:
-    """A 95 % interval as one short string, ``"0.728-1.000"`` (``"-"`` when there is none): one
-    column in ``dvc exp show`` instead of two."""
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
-        return "-"
-    return f"{lo:.3f}-{hi:.3f}"
-
-
 def headline(res: dict[str, Any], ep: EvalParams) -> dict[str, Any]:
     """The numbers a paper's table shows for one model, in five short keys (``dvc exp show``
     after two experiments stays within 200 columns): clean ``auc`` with its 95 % video-resampled
     interval ``auc_ci`` and balanced accuracy ``bacc`` on the whole test split (frame level), and
     ``adv_bacc`` with ``adv_ci``: the per-face robust balanced accuracy at ``eval.headline_eps``
-    (worst case over clean and every attack) on the attacked sample. Everything else (video
-    level, accuracy, per-attack AUC, corruptions, calibration) is in the detail file."""
+    (worst case over clean and every attack) on the attacked sample. Balanced accuracies are at
+    the checkpoint's deployed boundary (Platt calibration and val threshold), which the attacks
+    aim at; an interval is ``"n/e"`` (not estimable) below ``eval.min_videos`` videos per class.
+    Everything else (video level, accuracy, per-attack AUC, paired differences, corruptions,
+    calibration) is in the detail file."""
     c = res["test_clean"]["frame"]
     out: dict[str, Any] = {"auc": c["auc"], "auc_ci": interval_text(c.get("auc_lo"), c.get("auc_hi")),
                            "bacc": c["bacc"]}
@@ -339,9 +231,11 @@ def _wide(tables: pd.DataFrame, value: str) -> pd.DataFrame:
 
 
 def _detail(r: dict[str, Any]) -> dict[str, Any]:
-    return {"test_clean": r["test_clean"], "sample_clean": r["sample_clean"],
-            "attacks": r["attacks"], "robust": r["robust"], "sanity": r["sanity"],
-            "spread": r["spread"], "n_test_faces": r["n_frames"], "n_test_videos": r["n_videos"],
+    return {"boundary": r["boundary"].to_recipe(), "test_clean": r["test_clean"],
+            "sample_clean": r["sample_clean"], "attacks": r["attacks"], "robust": r["robust"],
+            "clean_to_attacked": r["clean_to_attacked"], "unbounded": r["unbounded"],
+            "sanity": r["sanity"], "spread": r["spread"], "n_test_faces": r["n_frames"],
+            "n_test_videos": r["n_videos"],
             "sample": {"videos": int(r["sample"].frames["video_id"].nunique()),
                        "faces": int(len(r["sample"].index)), "strata": r["sample"].strata}}
 
@@ -373,14 +267,15 @@ def corruption_results(frames: pd.DataFrame, sweep: Sweep, results: dict[str, di
                 cell: dict[str, Any] = {k: None for k in _CI + tuple(f"video_{k}" for k in _CI)}
                 cell.update(videos=n_videos - skipped, skipped_videos=skipped)
                 if ok.any() and frames.loc[ok, "label"].nunique() == 2:
-                    lm = level_metrics(frames[ok].reset_index(drop=True), z[ok], ep.video_agg,
-                                       ep.bootstrap, ep.seed)
+                    lm = level_metrics(frames[ok].reset_index(drop=True), z[ok], r["boundary"],
+                                       ep.video_agg, ep.bootstrap, ep.seed, ep.min_videos)
                     cell.update({k: lm["frame"][k] for k in _CI})
                     cell.update({f"video_{k}": lm["video"][k] for k in _CI})
                 out[m].setdefault(c, {})[str(s)] = cell
                 cells.append(z)
         means[m] = mean_auc_interval(frames["label"].to_numpy(), frames["video_id"].to_numpy(),
-                                     cells, n_boot=ep.bootstrap, seed=ep.seed)
+                                     cells, n_boot=ep.bootstrap, seed=ep.seed,
+                                     strata=video_strata(frames))
     for c in ep.corruptions:
         rows = []
         for s in [0, *ep.corruption_severities]:
@@ -394,6 +289,46 @@ def corruption_results(frames: pd.DataFrame, sweep: Sweep, results: dict[str, di
             rows.append(row)
         tables[c] = pd.DataFrame(rows)
     return out, means, tables
+
+
+def calibration_summary(r: dict[str, Any], frames: pd.DataFrame, ep: EvalParams
+                        ) -> dict[str, Any]:
+    """ECE (with a stratified video-resampled interval), Brier score and log loss of the
+    checkpoint's Platt-calibrated P(fake) on the whole test split, beside the uncalibrated
+    ``sigmoid(z)``."""
+    b: Boundary = r["boundary"]
+    calibrated = r["clean_logits"] + b.offset  # a z + b
+    raw = (calibrated - b.b) / b.a
+    labels = frames["label"].to_numpy()
+    out = calibration_report(raw, labels, b.a, b.b)
+    ci = ece_interval(proba(calibrated), labels, frames["video_id"].to_numpy(),
+                      strata=video_strata(frames), n_boot=ep.bootstrap, seed=ep.seed,
+                      min_videos=ep.min_videos)
+    out["ece_ci"] = interval_text(ci.get("ece_lo"), ci.get("ece_hi"))
+    out["ece_interval"] = ci
+    return out
+
+
+def model_pairs(results: dict[str, dict], frames: pd.DataFrame, ep: EvalParams
+                ) -> dict[str, Any]:
+    """Every pair of models, B minus A on the same faces: clean on the whole test split and the
+    per-face worst case at ``eval.headline_eps`` on the attacked sample (paired bootstrap
+    intervals and DeLong; :func:`fakeproof.intervals.paired_difference`)."""
+    names = list(results)
+    lab = eps_label(ep.headline_eps)
+    out: dict[str, Any] = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            ra, rb = results[a], results[b]
+            pair = {"clean": paired_difference(frames, ra["clean_logits"], rb["clean_logits"],
+                                               n_boot=ep.bootstrap, seed=ep.seed,
+                                               min_videos=ep.min_videos)}
+            if lab in ra["worst"] and lab in rb["worst"]:
+                pair[f"robust@{lab}"] = paired_difference(
+                    ra["sample"].frames, ra["worst"][lab], rb["worst"][lab], n_boot=ep.bootstrap,
+                    seed=ep.seed, min_videos=ep.min_videos)
+            out[f"{b}-{a}"] = pair
+    return out
 
 
 def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path], out_headline: Path,
@@ -414,14 +349,13 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
         raise EvaluationError(f"{paths.splits_csv}: the test split holds only one class; AUC and "
                               "balanced accuracy need real and fake test videos")
     results: dict[str, dict] = {}
-    models: dict[str, nn.Module] = {}
-    temperatures: dict[str, float] = {}
+    models: dict[str, Deployed] = {}
     ref_spread: Optional[float] = None
     for name, path in checkpoints.items():
         model, meta = load_checkpoint(path)
-        model = models[name] = frozen_on(model, device)
-        temperatures[name] = checkpoint_temperature(meta, ep.calibrate)
-        results[name] = evaluate_model(name, model, ds, ep, ref_spread, keep=ep.gallery)
+        model = models[name] = Deployed(frozen_on(model, device), Boundary.from_meta(meta))
+        results[name] = evaluate_model(name, model, ds, ep, ref_spread, keep=ep.gallery,
+                                       selection=meta.get("selection"))
         ref_spread = ref_spread if ref_spread is not None else results[name]["spread"]["logit_std"]
 
     cross_out: dict[str, Any] = {}
@@ -430,9 +364,8 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
         if len(cds) == 0 or len(np.unique(cds.labels)) < 2:
             raise EvaluationError(f"eval.cross: {cross.splits_csv}: its test split needs real and "
                                   "fake faces")
-        for name, path in checkpoints.items():
-            model = frozen_on(load_checkpoint(path)[0], device)
-            r = evaluate_model(f"{name}@cross", model, cds, ep)
+        for name in checkpoints:
+            r = evaluate_model(f"{name}@cross", models[name], cds, ep)
             cross_out[name] = {"headline": headline(r, ep), **_detail(r)}
 
     frames = ds.frames.reset_index(drop=True)
@@ -446,8 +379,8 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
         corr, corr_means, corr_tables = corruption_results(frames, sweep, results, ep)
         skipped = {c: {str(s): len(sweep.skipped[(c, s)]) for s in ep.corruption_severities}
                    for c in ep.corruptions}
-    calib = {name: calibration_report(r["clean_logits"], ds.labels, temperatures[name])
-             for name, r in results.items()}
+    calib = {name: calibration_summary(r, frames, ep) for name, r in results.items()}
+    pairs = model_pairs(results, frames, ep)
 
     first = results[next(iter(results))]
     head: dict[str, Any] = {"eps": eps_label(ep.headline_eps)}
@@ -457,8 +390,8 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
         head["cross"] = {n: c["headline"] for n, c in cross_out.items()}
     detail: dict[str, Any] = {
         "models": {name: {**_detail(r),
-                          **{k: calib[name][k] for k in ("ece", "ece_uncalibrated", "brier",
-                                                         "temperature")},
+                          **{k: calib[name][k] for k in ("ece", "ece_ci", "ece_uncalibrated",
+                                                         "brier", "platt_a", "platt_b")},
                           "calibration": calib[name],
                           "corruptions": {"mean_corruption_auc": corr_means.get(name),
                                           "skipped_videos": skipped}}
@@ -468,6 +401,8 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
         "params": {k: v for k, v in as_dict(ep).items() if k != "cross"},
         "budget": first["budget"],
     }
+    if pairs:
+        detail["pairs"] = pairs
     if cross_out:
         detail["cross"] = cross_out
     write_json(out_detail, detail)
@@ -484,7 +419,7 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
         for kind, roc in r["rocs"].items():
             write_csv(plots_dir / "roc" / f"{name}_{kind}.csv", roc)
         write_csv(plots_dir / "reliability" / f"{name}.csv",
-                  reliability_points(r["clean_logits"], ds.labels, temperatures[name]))
+                  reliability_points(r["clean_logits"] + r["boundary"].offset, ds.labels))
     for c, table in corr_tables.items():
         write_csv(plots_dir / "corruptions" / f"{c}.csv", table)
     save_gallery(plots_dir / "gallery.png", ds, results, ep, gallery_positions, eps_label)

@@ -6,8 +6,8 @@ functions, so a probability means the same everywhere and CUDA tensors never rea
 - :func:`logits_of` runs a model over a loader and returns its fake logits (float64, on the CPU).
   Rank-based metrics (AUC, AP, EER) rank on logits: a float32 sigmoid ties every logit above about
   17 at exactly 1.0, which would turn a confident model's AUC into a coin toss among the ties.
-- :func:`proba` turns logits (a tensor on any device, or an array) into P(fake) in float64, with an
-  optional temperature (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017).
+- :func:`proba` turns logits (a tensor on any device, or an array) into P(fake) in float64
+  (calibration and the decision boundary: :mod:`fakeproof.boundary`).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ def as_logit_array(logits: Any) -> np.ndarray:
     return np.asarray(logits, dtype=np.float64).reshape(-1)
 
 
-def proba(logits: Any, temperature: float = 1.0) -> np.ndarray:
-    """P(fake) = sigmoid(logit / temperature) in float64, for a tensor on any device or an array."""
-    z = as_logit_array(logits) / float(temperature)
+def proba(logits: Any) -> np.ndarray:
+    """P(fake) = sigmoid(logit) in float64, for a tensor on any device or an array."""
+    z = as_logit_array(logits)
     out = np.empty_like(z)
     pos = z >= 0
     out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))

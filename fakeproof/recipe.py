@@ -11,11 +11,12 @@ The recipe is a plain mapping (JSON types only, so ``torch.load(weights_only=Tru
 
     {"version": 1, "model": "smallcnn", "input_size": 128, "mean": [...], "std": [...],
      "frames": {<every frames.* key>}, "faces": {<faces.* keys used at inference>},
-     "video_agg": "mean", "threshold": 0.42, "temperature": 1.0}
+     "video_agg": "mean", "platt_a": 0.8, "platt_b": -1.1, "threshold": 0.42}
 
-``threshold``: a file is labelled fake when its P(fake) is above it. ``temperature``: P(fake) is
-``sigmoid(logit / temperature)`` (Guo et al., "On Calibration of Modern Neural Networks", ICML
-2017); 1.0 means uncalibrated. Bump :data:`RECIPE_VERSION` whenever a key is added or its meaning
+``platt_a``, ``platt_b``: P(fake) is ``sigmoid(platt_a * logit + platt_b)`` (Platt scaling fitted
+on val; ``1, 0`` means uncalibrated). ``threshold``: a file is labelled fake when its calibrated
+P(fake) is above it. Together they are the deployed decision boundary
+(:class:`fakeproof.boundary.Boundary`), which evaluation scores and attacks. Bump :data:`RECIPE_VERSION` whenever a key is added or its meaning
 changes: a checkpoint with another version is refused with the command that refreshes it.
 """
 
@@ -24,36 +25,32 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from fakeproof.boundary import Boundary
 from fakeproof.config import FacesParams, FramesParams, Params, ParamsError, as_dict, params_from_dict
 from fakeproof.errors import FakeproofError
 from fakeproof.models import model_config
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 REFRESH = "dvc repro -f pretrain adv_finetune"
 #: faces.* keys that matter when cropping one file (box reuse across videos is training-data only).
 INFERENCE_FACE_KEYS = ("image_size", "margin", "thresholds", "min_face_size", "detect_max_side",
                        "select", "min_prob", "batch_size", "encoding", "jpeg_quality")
 RECIPE_KEYS = ("version", "model", "input_size", "mean", "std", "frames", "faces", "video_agg",
-               "threshold", "temperature")
+               "platt_a", "platt_b", "threshold")
 
 
 class RecipeError(FakeproofError, ValueError):
     """A checkpoint has no usable inference recipe (none, an older version, bad values)."""
 
 
-def build_recipe(params: Params, *, threshold: float, temperature: float = 1.0) -> dict[str, Any]:
-    """The recipe of a model trained with ``params``; ``threshold`` chosen on val.
+def build_recipe(params: Params, boundary: Boundary) -> dict[str, Any]:
+    """The recipe of a model trained with ``params``; ``boundary`` (Platt calibration and the
+    threshold) fitted on val.
 
     Args:
         params: the run's validated params (``model``, ``frames``, ``faces`` and ``eval`` are read).
-        threshold: decision threshold on P(fake), in [0, 1].
-        temperature: logit temperature (> 0); 1.0 leaves the logits as they are.
+        boundary: the deployed decision boundary (checked by :class:`Boundary` itself).
     """
-    threshold, temperature = float(threshold), float(temperature)
-    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-        raise RecipeError(f"threshold = {threshold!r}: must be a probability in [0, 1]")
-    if not (math.isfinite(temperature) and temperature > 0.0):
-        raise RecipeError(f"temperature = {temperature!r}: must be a finite number > 0")
     cfg = model_config(params.model.name)
     faces = as_dict(params.faces)
     return {
@@ -65,8 +62,7 @@ def build_recipe(params: Params, *, threshold: float, temperature: float = 1.0) 
         "frames": as_dict(params.frames),
         "faces": {k: faces[k] for k in INFERENCE_FACE_KEYS},
         "video_agg": params.eval.video_agg,
-        "threshold": threshold,
-        "temperature": temperature,
+        **boundary.to_recipe(),
     }
 
 
@@ -105,9 +101,9 @@ def recipe_params(recipe: Mapping[str, Any], where: str) -> tuple[FramesParams, 
                                   source=f"{where} recipe")
     except ParamsError as e:
         raise RecipeError(f"{e}; refresh the checkpoint with `{REFRESH}`") from None
-    threshold, temperature = recipe["threshold"], recipe["temperature"]
-    for key, value, ok in (("threshold", threshold, lambda v: 0.0 <= v <= 1.0),
-                           ("temperature", temperature, lambda v: v > 0.0)):
+    for key, ok in (("threshold", lambda v: 0.0 <= v <= 1.0), ("platt_a", lambda v: v > 0.0),
+                    ("platt_b", lambda v: True)):
+        value = recipe[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                 or not ok(float(value)):
             raise RecipeError(f"{where}: recipe {key} = {value!r} is out of range; refresh it with "

@@ -2,7 +2,9 @@
 
 After Carlini et al., "On Evaluating Adversarial Robustness" (arXiv 1902.06705, 2019) and
 AutoAttack's ``checks.py`` (Croce & Hein, ICML 2020). A check that *fires* points at a broken
-evaluation or a broken model, never at a robust one:
+evaluation or a broken model, never at a robust one. Every check is taken at the model's deployed
+boundary (:mod:`fakeproof.boundary`). A fired ``fail`` check makes ``ok`` (and the headline's
+``sanity_ok``) false; a fired ``warn`` check is reported and logged but leaves ``ok`` alone:
 
 ==========================  ===================================================================
 check                       fires when
@@ -12,11 +14,19 @@ rises_with_eps              an attack's accuracy rises with eps by more than one
 pgd_weaker_than_fgsm        PGD leaves more faces correct than FGSM at some eps
 apgd_weaker_than_pgd        APGD leaves more faces correct than PGD at some eps
 gradient_masking            a gradient-free attack (Square) beats every gradient attack
-above_chance_at_large_eps   robust balanced accuracy stays above 0.5 at eps >= 16/255, where an
-                            L-inf attack should win on any natural-image detector
+above_chance_at_large_eps   (warn) robust balanced accuracy stays above 0.5 at eps >= 16/255, where
+                            an L-inf attack usually wins on a natural-image detector
+unbounded_attack_fails      PGD at eps 64/255 (an unbounded attack for pixel images: Carlini et
+                            al. 2019, sec. 5.2) leaves more than 5 % of faces robust: the attack
+                            or the model's gradients are broken, so no smaller eps number counts
 collapsed                   the clean logits barely spread (std below 0.1x the first model's) or
                             90 % of P(fake) lie within 0.02 of the threshold: attacks cannot move
                             a near-constant output, which mimics robustness
+one_class                   a class's clean recall at the deployed boundary is under 5 %: the
+                            model calls (nearly) every face one class, which scores 0.5 balanced
+                            accuracy under any attack
+selection_failed            training found no adversarial fine-tuning epoch that qualified
+                            (:mod:`fakeproof.selection`: val AUC floor, not one-class)
 ==========================  ===================================================================
 
 Tolerance: one face (1/n) for comparisons between stochastic attacks; none for eps 0.
@@ -32,12 +42,15 @@ import pandas as pd
 from fakeproof.attacks import GRADIENT_FREE
 
 LARGE_EPS = 16 / 255
+UNBOUNDED_EPS = 64 / 255
+UNBOUNDED_MAX_ACC = 0.05
 COLLAPSE_STD_RATIO = 0.1
 COLLAPSE_NEAR_SHARE = 0.9
+ONE_CLASS_RECALL = 0.05
 
 
-def _flag(fired: bool, evidence: Any) -> dict[str, Any]:
-    return {"fired": bool(fired), "evidence": evidence}
+def _flag(fired: bool, evidence: Any, severity: str = "fail") -> dict[str, Any]:
+    return {"fired": bool(fired), "evidence": evidence, "severity": severity}
 
 
 def _pivot(table: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -53,9 +66,14 @@ def _weaker(m: pd.DataFrame, strong: str, weak: str, tol: float) -> dict[str, An
 
 
 def sanity_flags(table: pd.DataFrame, clean_acc: float, n: int, spread: dict[str, float],
-                 reference_std: Optional[float], attacks: list[str]) -> dict[str, Any]:
+                 reference_std: Optional[float], attacks: list[str],
+                 recalls: Optional[tuple[float, float]] = None,
+                 unbounded_acc: Optional[float] = None,
+                 selection: Optional[dict] = None) -> dict[str, Any]:
     """The checks above for one model's sweep table (columns model, attack, eps, acc, bacc; the
-    per-face worst case as attack ``robust``)."""
+    per-face worst case as attack ``robust``). ``recalls``: clean (TPR, TNR) on the whole test
+    split at the deployed boundary; ``unbounded_acc``: robust accuracy under PGD at
+    :data:`UNBOUNDED_EPS`; ``selection``: the checkpoint's ``meta["selection"]`` (training)."""
     tol = 1.0 / max(n, 1) + 1e-9
     t = table[table["attack"].isin(attacks)]
     acc = _pivot(t, "acc") if len(t) else pd.DataFrame()
@@ -86,11 +104,28 @@ def sanity_flags(table: pd.DataFrame, clean_acc: float, n: int, spread: dict[str
     rob = table[(table["attack"] == "robust") & (table["eps"] >= LARGE_EPS - 1e-12)]
     high = {f"{r.eps * 255:g}/255": float(r.bacc) for r in rob.itertuples() if r.bacc > 0.5 + tol}
     flags["above_chance_at_large_eps"] = _flag(
-        bool(high), high or ("none" if len(rob) else "not run: add an eps >= 16/255 to eval.eps"))
+        bool(high), high or ("none" if len(rob) else "not run: add an eps >= 16/255 to eval.eps"),
+        "warn")
+    if unbounded_acc is None:
+        flags["unbounded_attack_fails"] = _flag(False, "not run")
+    else:
+        flags["unbounded_attack_fails"] = _flag(
+            unbounded_acc > UNBOUNDED_MAX_ACC,
+            {"eps": f"{UNBOUNDED_EPS * 255:g}/255", "robust_acc": float(unbounded_acc),
+             "max": UNBOUNDED_MAX_ACC})
+    if recalls is None:
+        flags["one_class"] = _flag(False, "not run")
+    else:
+        tpr, tnr = (float(v) for v in recalls)
+        flags["one_class"] = _flag(min(tpr, tnr) < ONE_CLASS_RECALL,
+                                   {"clean_tpr": tpr, "clean_tnr": tnr, "min": ONE_CLASS_RECALL})
+    failed = isinstance(selection, dict) and selection.get("qualified") is False
+    flags["selection_failed"] = _flag(failed, selection if failed else "none")
     std, near = spread["logit_std"], spread["near_threshold_share"]
     ratio = std / reference_std if reference_std else None
     collapsed = near >= COLLAPSE_NEAR_SHARE or (ratio is not None and ratio < COLLAPSE_STD_RATIO)
     flags["collapsed"] = _flag(collapsed, {"logit_std": std, "reference_logit_std": reference_std,
                                            "near_threshold_share": near})
-    flags["ok"] = not any(v["fired"] for v in flags.values() if isinstance(v, dict))
+    flags["ok"] = not any(v["fired"] and v["severity"] == "fail" for v in flags.values()
+                          if isinstance(v, dict))
     return flags

@@ -46,18 +46,20 @@ from fakeproof import runtime
 from fakeproof.runtime import Runtime
 
 from fakeproof.accumulate import accumulated_backward, micro_batches
-from fakeproof.calibration import fit_temperature
+from fakeproof.boundary import Boundary, Deployed, fit_boundary
 from fakeproof.config import AdvParams, Params, TrainParams, as_dict
 from fakeproof.data import DataPaths, FaceDataset, collate_faces, make_loader
 from fakeproof.data import _worker_init as worker_init
 from fakeproof.errors import TrainingError
 from fakeproof.io import write_csv, write_json
-from fakeproof.metrics import best_threshold, binary_metrics
+from fakeproof.metrics import binary_metrics
 from fakeproof.models import (Detector, create_model, load_checkpoint, save_checkpoint,
                               set_backbone_frozen)
-from fakeproof.objectives import catastrophic_overfit, get_objective, warmup_budget
-from fakeproof.predict import as_logit_array, logits_of, proba
+from fakeproof.objectives import catastrophic_overfit, get_objective, train_alpha, warmup_budget
+from fakeproof.predict import logits_of, proba
 from fakeproof.recipe import build_recipe
+from fakeproof.sampling import choose_sample
+from fakeproof.selection import SELECTION_RULE, Candidate, selection_score
 
 log = logging.getLogger(__name__)
 
@@ -272,15 +274,18 @@ def _val_scores(model: nn.Module, val_ds: FaceDataset, batch_size: int,
     return {"val_auc": m["auc"], "val_bacc": m["bacc"], "val_acc": m["acc"], "select": m["auc"]}
 
 
-def _calibrate(model: nn.Module, val_ds: FaceDataset, batch_size: int, calibrate: bool
-               ) -> tuple[float, float]:
-    """Temperature (Guo et al., ICML 2017: fitted on val by minimising log loss; 1 when
-    ``eval.calibrate`` is off) and the threshold on the calibrated P(fake) that maximises val
-    balanced accuracy. Both go into the checkpoint for ``fakeproof detect``; evaluate's attacks
-    keep the model's own decision boundary (logit 0)."""
-    logits, labels = _val_logits(model, val_ds, batch_size, torch.device("cpu"))
-    temperature = fit_temperature(logits, labels) if calibrate else 1.0
-    return temperature, best_threshold(labels, proba(logits, temperature))
+def _boundary(model: nn.Module, val_ds: FaceDataset, batch_size: int, calibrate: bool,
+              device: torch.device = torch.device("cpu")) -> tuple[Boundary, bool]:
+    """The deployed decision boundary, fitted on val: Platt scaling (Platt 1999; identity when
+    ``eval.calibrate`` is off or the fit is degenerate) and the threshold on the calibrated
+    P(fake) that maximises val balanced accuracy (:func:`fakeproof.boundary.fit_boundary`).
+    Stored in the checkpoint's recipe; evaluate attacks and scores the model at it."""
+    logits, labels = _val_logits(model, val_ds, batch_size, device)
+    boundary, ok = fit_boundary(logits, labels, calibrate)
+    if not ok:
+        log.warning("Platt scaling is degenerate on val (constant or reversed scores); keeping "
+                    "a = 1, b = 0 with the val threshold %.4f", boundary.threshold)
+    return boundary, ok
 
 
 def _datasets(paths: DataPaths, seed: int, augment: bool) -> tuple[FaceDataset, FaceDataset]:
@@ -325,14 +330,15 @@ def run_pretrain(params: Params, paths: DataPaths, out_model: Path, out_metrics:
     if not rt.main:
         runtime.teardown()
         return {}
-    temperature, threshold = _calibrate(model, val_ds, tp.batch_size, params.eval.calibrate)
+    boundary, platt_ok = _boundary(model, val_ds, tp.batch_size, params.eval.calibrate)
     meta = {"stage": "pretrain", "best": best, "model": as_dict(params.model), "train": as_dict(tp),
             "image_size": int(train_ds[0][0].shape[-1]),
-            "recipe": build_recipe(params, threshold=threshold, temperature=temperature)}
+            "recipe": build_recipe(params, boundary)}
     save_checkpoint(out_model, model, _canonical(meta))
     metrics = {"best_epoch": best["epoch"], "val_auc": best["val_auc"], "val_bacc": best["val_bacc"],
-               "val_acc": best["val_acc"], "val_threshold": threshold,
-               "val_temperature": temperature, "epochs_run": len(curve),
+               "val_acc": best["val_acc"], "val_threshold": boundary.threshold,
+               "platt_a": boundary.a, "platt_b": boundary.b, "platt_ok": platt_ok,
+               "epochs_run": len(curve),
                "train_faces": len(train_ds), "val_faces": len(val_ds)}
     write_json(out_metrics, metrics)
     write_csv(out_curve, pd.DataFrame(curve).drop(columns=["seconds", "select"]))
@@ -343,41 +349,64 @@ def run_pretrain(params: Params, paths: DataPaths, out_model: Path, out_metrics:
     return metrics
 
 
-def val_pgd(model: nn.Module, val_ds: FaceDataset, *, eps: float, steps: int, seed: int,
-            batch_size: int, max_samples: int, device: torch.device = torch.device("cpu")) -> dict:
-    """Balanced accuracy (and accuracy) of ``model`` on val faces under L-inf PGD at ``eps``
-    (``steps`` steps of 2.5 * eps / steps, random start from ``seed``), on a fixed val subset.
-    Crafted in float32 on the model's device."""
-    from fakeproof.attacks import pgd
+def val_attacked(model: nn.Module, val_ds: FaceDataset, boundary: Boundary, *, eps: float,
+                 steps: int, seed: int, batch_size: int, videos: Optional[int],
+                 device: torch.device = torch.device("cpu")) -> dict:
+    """``model`` at ``boundary`` under L-inf PGD at ``eps`` (``steps`` steps of 2.5 * eps /
+    steps, random start; seeds from ``seed`` per batch) on whole val videos stratified by class
+    and method (``videos``; None: every val video), through the one attack-scoring function
+    (:func:`fakeproof.under_attack.score_under_attack`). Returns the per-face worst case over
+    clean and PGD: ``tpr``, ``tnr``, their minimum ``min_recall`` (the worst-class robust
+    recall), ``bacc``, ``acc`` and ``n``."""
+    from fakeproof.attacks import Budget
+    from fakeproof.under_attack import dataset_batches, score_under_attack
 
-    idx = np.sort(np.random.default_rng(seed).permutation(len(val_ds))[:max_samples])
+    sample = choose_sample(val_ds.frames.reset_index(drop=True), videos or None, seed)
     was = model.training
     model.eval()
-    logits, labels = [], []
-    gen = torch.Generator().manual_seed(seed)
-    for start in range(0, len(idx), batch_size):
-        items = [val_ds[int(i)] for i in idx[start:start + batch_size]]
-        x = torch.stack([it[0] for it in items]).to(device)
-        y = torch.stack([torch.as_tensor(it[1]) for it in items]).long()
-        adv = pgd(model, x, y.to(device), eps=eps, steps=steps, random_start=True, generator=gen)
-        with torch.no_grad():
-            logits.append(as_logit_array(model(adv)))
-        labels.append(y.numpy())
-    model.train(was)
-    z, y = np.concatenate(logits), np.concatenate(labels)
-    m = binary_metrics(y, proba(z), scores=z)
-    return {"bacc": m["bacc"], "acc": m["acc"], "auc": m["auc"], "n": int(len(y))}
+    try:
+        deployed = Deployed(model, boundary)
+        budget = Budget(pgd_steps=steps, pgd_restarts=1, apgd_steps=1, apgd_restarts=1,
+                        square_queries=1)
+        res = score_under_attack(deployed, dataset_batches(val_ds, sample.index, batch_size,
+                                                           sample.frames["key"].tolist()),
+                                 ["pgd"], eps, budget, seed)
+    finally:
+        model.train(was)
+    y, robust = res.labels, res.worst > 0
+    tpr = float(np.mean(robust[y == 1])) if np.any(y == 1) else float("nan")
+    tnr = float(np.mean(~robust[y == 0])) if np.any(y == 0) else float("nan")
+    return {"tpr": tpr, "tnr": tnr, "min_recall": min(tpr, tnr), "bacc": (tpr + tnr) / 2,
+            "acc": float(np.mean(robust == (y == 1))), "n": int(len(y)),
+            "videos": int(sample.frames["video_id"].nunique())}
 
 
 def _adv_val_scores(model: nn.Module, val_ds: FaceDataset, ap: AdvParams, batch_size: int,
-                    device: torch.device) -> dict:
-    """Val clean AUC/bacc and the balanced accuracy under the selection attack (PGD with
-    ``adv.select_steps`` steps and seed ``adv.select_seed``, stronger than the training attack)."""
-    clean = _val_scores(model, val_ds, batch_size, device)
-    rob = val_pgd(model, val_ds, eps=ap.eps, steps=ap.select_steps, seed=ap.select_seed,
-                  batch_size=batch_size, max_samples=ap.val_samples, device=device)
-    return {**{k: v for k, v in clean.items() if k != "select"}, "val_pgd_bacc": rob["bacc"],
-            "val_pgd_acc": rob["acc"], "select": (clean["val_bacc"] + rob["bacc"]) / 2}
+                    device: torch.device, calibrate: bool, clean_val_auc: float) -> dict:
+    """One fine-tuning epoch on val: its own boundary (Platt and threshold fitted on val, as the
+    checkpoint would ship), clean AUC and balanced accuracy at it, and the selection attack
+    (PGD with ``adv.select_steps`` steps and seed ``adv.select_seed``, stronger than the
+    training attack) aimed at that boundary; ``select`` ranks epochs by the rule of
+    :mod:`fakeproof.selection`."""
+    logits, labels = _val_logits(model, val_ds, batch_size, device)
+    boundary, _ = fit_boundary(logits, labels, calibrate)
+    clean = binary_metrics(labels, boundary.p_fake(logits), boundary.threshold, scores=logits)
+    rob = val_attacked(model, val_ds, boundary, eps=ap.eps, steps=ap.select_steps,
+                       seed=ap.select_seed, batch_size=batch_size, videos=ap.select_videos,
+                       device=device)
+    cand = Candidate(val_auc=clean["auc"], clean_tpr=clean["recall"],
+                     clean_tnr=_tnr(labels, logits, boundary), robust_tpr=rob["tpr"],
+                     robust_tnr=rob["tnr"])
+    score, qualified = selection_score(cand, clean_val_auc, ap.select_auc_keep)
+    return {"val_auc": clean["auc"], "val_bacc": clean["bacc"], "val_acc": clean["acc"],
+            "val_pgd_bacc": rob["bacc"], "val_pgd_acc": rob["acc"],
+            "val_pgd_min_recall": rob["min_recall"], "qualified": float(qualified),
+            "select": score}
+
+
+def _tnr(labels: np.ndarray, logits: np.ndarray, boundary: Boundary) -> float:
+    real = np.asarray(labels) == 0
+    return float(np.mean(boundary.decision(logits)[real] <= 0)) if real.any() else float("nan")
 
 
 def _objective_loss(rt: Runtime, ap: AdvParams) -> StepLoss:
@@ -399,55 +428,71 @@ def _objective_loss(rt: Runtime, ap: AdvParams) -> StepLoss:
 
 
 def _fgsm_rs_guard(curve: list[dict]) -> bool:
-    """Wong et al.'s guard for FGSM training: val PGD accuracy collapsing between epochs means
-    catastrophic overfitting; the epoch is not kept and training stops."""
+    """Wong et al.'s guard for FGSM training, on balanced accuracy (plain accuracy rewards a
+    model that calls everything the majority class): val PGD balanced accuracy collapsing
+    between epochs means catastrophic overfitting; the epoch is not kept and training stops."""
     if len(curve) < 2:
         return False
-    return catastrophic_overfit(curve[-2]["val_pgd_acc"], curve[-1]["val_pgd_acc"])
+    return catastrophic_overfit(curve[-2]["val_pgd_bacc"], curve[-1]["val_pgd_bacc"])
 
 
 def run_adv_finetune(params: Params, paths: DataPaths, clean_model: Path, out_model: Path,
                      out_metrics: Path, out_curve: Path, tb_dir: Path,
                      resume: Optional[Path] = None) -> dict:
-    """The adv_finetune stage: adversarial fine-tuning of ``models/clean.pt`` (``adv.method``)."""
+    """The adv_finetune stage: adversarial fine-tuning of ``models/clean.pt`` (``adv.method``),
+    the checkpoint chosen by the rule of :mod:`fakeproof.selection`."""
     tp, ap = params.train, params.adv
     rt = runtime.setup(tp, ap.seed)
     t0 = time.perf_counter()
     model, clean_meta = load_checkpoint(clean_model)
     train_ds, val_ds = _datasets(paths, ap.seed, tp.augment)
+    clean_auc = _clean_val_auc(model, clean_meta, val_ds, tp.batch_size)
     if rt.main:
         log.info("adv_finetune: %s at eps %.5f (%.2f/255), alpha %.5f, %d steps, clean share %.2f, "
-                 "beta %g, warm-up %d epochs, %d epochs on %d train faces", ap.method, ap.eps,
-                 ap.eps * 255, ap.alpha, ap.steps, ap.clean_share, ap.beta, ap.warmup_epochs,
-                 ap.epochs, len(train_ds))
+                 "beta %g, warm-up %d epochs, %d epochs on %d train faces; selection: %s with "
+                 "val AUC floor 0.5 + %.2f x (%.4f - 0.5)", ap.method, ap.eps, ap.eps * 255,
+                 train_alpha(ap), ap.steps, ap.clean_share, ap.beta, ap.warmup_epochs, ap.epochs,
+                 len(train_ds), SELECTION_RULE, ap.select_auc_keep, clean_auc)
     fp = resume_mod.fingerprint({"stage": "adv_finetune", "adv": as_dict(ap), "train": as_dict(tp)},
                                 [clean_model, paths.store, paths.faces_csv, paths.splits_csv])
     best, curve = _fit(model, train_ds, tp, rt, ap.epochs, ap.lr, ap.seed, _objective_loss(rt, ap),
-                       score=lambda m: _adv_val_scores(m, val_ds, ap, tp.batch_size, rt.device),
+                       score=lambda m: _adv_val_scores(m, val_ds, ap, tp.batch_size, rt.device,
+                                                       params.eval.calibrate, clean_auc),
                        tb_dir=tb_dir, tag="adv_finetune", resume=resume, fp=fp,
                        guard=_fgsm_rs_guard if ap.method == "fgsm_rs" else None)
     if not rt.main:
         runtime.teardown()
         return {}
-    temperature, threshold = _calibrate(model, val_ds, tp.batch_size, params.eval.calibrate)
+    boundary, platt_ok = _boundary(model, val_ds, tp.batch_size, params.eval.calibrate)
+    qualified = bool(best.get("qualified"))
+    selection = {"rule": SELECTION_RULE, "qualified": qualified,
+                 "auc_floor": 0.5 + ap.select_auc_keep * (clean_auc - 0.5),
+                 "clean_val_auc": clean_auc,
+                 "attack": f"PGD-{ap.select_steps} seed {ap.select_seed} at the epoch's boundary"}
+    if not qualified:
+        log.warning("adv_finetune: no epoch qualified (val AUC under the floor %.4f in every "
+                    "epoch); keeping epoch %d by robust worst-class recall, and evaluate's sanity "
+                    "flags it (selection_failed)", selection["auc_floor"], best["epoch"])
     meta = {"stage": "adv_finetune", "best": best, "adv": as_dict(ap), "from": str(clean_model),
             "clean_best": clean_meta.get("best"), "model": clean_meta.get("model"),
-            "image_size": clean_meta.get("image_size"),
-            "recipe": build_recipe(params, threshold=threshold, temperature=temperature)}
+            "image_size": clean_meta.get("image_size"), "selection": selection,
+            "recipe": build_recipe(params, boundary)}
     save_checkpoint(out_model, model, _canonical(meta))
     sweep = {}
     for eps in ap.val_eps:
-        r = val_pgd(model, val_ds, eps=eps, steps=ap.select_steps, seed=ap.select_seed,
-                    batch_size=tp.batch_size, max_samples=ap.val_samples)
-        sweep[f"{round(eps * 255, 4):g}/255"] = {"pgd_bacc": r["bacc"], "pgd_acc": r["acc"]}
-    log.info("adv_finetune: val PGD-%d sweep (choose adv.eps on this, never on test): %s",
-             ap.select_steps, ", ".join(f"{k}: bacc {v['pgd_bacc']:.3f}" for k, v in sweep.items()))
+        r = val_attacked(model, val_ds, boundary, eps=eps, steps=ap.select_steps,
+                         seed=ap.select_seed, batch_size=tp.batch_size, videos=ap.select_videos)
+        sweep[f"{round(eps * 255, 4):g}/255"] = {"pgd_bacc": r["bacc"], "pgd_acc": r["acc"],
+                                                 "pgd_min_recall": r["min_recall"]}
+    log.info("adv_finetune: val PGD-%d sweep at the deployed boundary (choose adv.eps on this, "
+             "never on test): %s", ap.select_steps,
+             ", ".join(f"{k}: bacc {v['pgd_bacc']:.3f}" for k, v in sweep.items()))
     metrics = {"best_epoch": best["epoch"], "val_auc": best["val_auc"], "val_bacc": best["val_bacc"],
                "val_pgd_bacc": best["val_pgd_bacc"], "val_pgd_acc": best["val_pgd_acc"],
-               "val_threshold": threshold, "val_temperature": temperature, "eps": ap.eps,
-               "epochs_run": len(curve),
-               "select_attack": f"PGD-{ap.select_steps} seed {ap.select_seed}",
-               "method": ap.method,
+               "val_pgd_min_recall": best["val_pgd_min_recall"],
+               "val_threshold": boundary.threshold, "platt_a": boundary.a, "platt_b": boundary.b,
+               "platt_ok": platt_ok, "eps": ap.eps, "alpha": train_alpha(ap),
+               "epochs_run": len(curve), "selection": selection, "method": ap.method,
                "catastrophic_overfit_epoch": next((r["epoch"] for r in curve if r.get("collapsed")),
                                                   None),
                "val_sweep": sweep}
@@ -456,9 +501,18 @@ def run_adv_finetune(params: Params, paths: DataPaths, clean_model: Path, out_mo
                                                    errors="ignore"))
     resume_mod.clear(resume)
     runtime.teardown()
-    log.info("adv_finetune: best epoch %d, val AUC %.4f, val PGD bacc %.4f; %.1fs", best["epoch"],
-             best["val_auc"], best["val_pgd_bacc"], time.perf_counter() - t0)
+    log.info("adv_finetune: best epoch %d%s, val AUC %.4f, val PGD bacc %.4f, worst-class robust "
+             "recall %.4f; %.1fs", best["epoch"], "" if qualified else " (NONE QUALIFIED)",
+             best["val_auc"], best["val_pgd_bacc"], best["val_pgd_min_recall"],
+             time.perf_counter() - t0)
     return metrics
+
+
+def _clean_val_auc(model: nn.Module, meta: dict, val_ds: FaceDataset, batch_size: int) -> float:
+    """The clean model's val AUC: the reference of the selection's AUC floor (measured here, on
+    the same val faces, rather than trusted from the checkpoint)."""
+    logits, labels = _val_logits(model, val_ds, batch_size, torch.device("cpu"))
+    return float(binary_metrics(labels, proba(logits), scores=logits)["auc"])
 
 
 def _canonical(meta: dict) -> dict:

@@ -30,7 +30,7 @@ TINY = {
     "model": {"name": "smallcnn", "pretrained": None},
     "train": {"epochs": 2, "batch_size": 16, "patience": 2},
     "adv": {"eps": "8/255", "epochs": 1, "steps": 2, "select_steps": 3, "val_eps": ["8/255"],
-            "val_samples": 16},
+            "select_videos": 4},
     "eval": {"preset": "quick", "eps": [0, "2/255", "8/255"], "attacks": ["fgsm", "pgd", "square"],
              "headline_eps": "8/255", "pgd_steps": 3, "square_queries": 10, "bootstrap": 10,
              "gallery": 2, "corruptions": ["brightness"], "corruption_severities": [3]},

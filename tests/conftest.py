@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from _dvcrepo import commit_all, dvc, make_project, ran_stages, stage_names
 
@@ -19,3 +20,16 @@ def tiny_pipeline(tmp_path_factory) -> Path:
     assert ran_stages(out) == set(stage_names(repo)), out
     commit_all(repo, "baseline run")
     return repo
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (the machine is shared); restores the thread count and the
+    determinism flags after (the training entry points set both process-wide)."""
+    threads = torch.get_num_threads()
+    det = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(det, warn_only=warn_only)

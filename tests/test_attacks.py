@@ -7,7 +7,7 @@ learns it in a few seconds on one thread.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 import torch
@@ -82,13 +82,7 @@ class Counting(nn.Module):
         return self.model(x)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny convolutions gain nothing from threads; one keeps timings steady on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="session")
@@ -423,3 +417,25 @@ def test_bad_input_raises_one_line(toy, case: str, match: str) -> None:
     with pytest.raises(AttackError, match=match) as info:
         pgd(model, x, y, **kw)
     assert "\n" not in str(info.value)
+
+
+def test_square_without_early_stop_runs_its_whole_budget_and_goes_past_the_boundary() -> None:
+    """Evaluation scores must come from full-budget attacks: with the paper's early stop a
+    fooled face's margin sits just past 0; without it the search keeps lowering it."""
+    torch.manual_seed(0)
+    w = torch.randn(3 * 8 * 8)
+
+    def linear(x: torch.Tensor) -> torch.Tensor:
+        return (x.flatten(1) - 0.5) @ w[:, None] * 0.2
+
+    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    y = (linear(x).reshape(-1) > 0).long()
+    stop = square(linear, x, y, eps=16 / 255, queries=200, seed=3)
+    full = square(linear, x, y, eps=16 / 255, queries=200, seed=3, early_stop=False)
+    sign = 2 * y.float() - 1
+    m_stop = (linear(stop).reshape(-1) * sign)
+    m_full = (linear(full).reshape(-1) * sign)
+    fooled = m_stop <= 0
+    assert fooled.any() and bool((m_full[fooled] < m_stop[fooled]).all())  # pushed further
+    assert float(m_full.mean()) < float(m_stop.mean())
+    assert float((full - x).abs().max()) <= 16 / 255 + 1e-6

@@ -1,13 +1,14 @@
-"""Calibration (fakeproof/calibration.py): temperature scaling keeps AUC, lowers val log loss at
-the fitted temperature, and ECE, Brier score and the reliability table match hand-worked values."""
+"""Calibration (fakeproof/calibration.py): Platt scaling keeps AUC, recovers a planted scale and
+offset (which a temperature alone cannot), says when a fit is degenerate, and ECE, Brier score
+and the reliability table match hand-worked values."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fakeproof.calibration import (brier, calibration_report, checkpoint_temperature, ece,
-                                   fit_temperature, log_loss, reliability_points, reliability_table)
+from fakeproof.calibration import (brier, calibration_report, ece, fit_platt, log_loss,
+                                   reliability_points, reliability_table)
 from fakeproof.metrics import binary_metrics
 from fakeproof.predict import proba
 
@@ -16,11 +17,11 @@ P = np.array([0.1, 0.1, 0.3, 0.7, 0.9, 0.9])
 Y = np.array([0, 1, 0, 1, 1, 1])
 
 
-def _overconfident(n: int = 4000, true_t: float = 3.0, seed: int = 0):
-    """Logits whose labels follow sigmoid(z / true_t): a model over-confident by true_t."""
+def _miscalibrated(n: int = 4000, scale: float = 1 / 3, shift: float = 0.0, seed: int = 0):
+    """Logits whose labels follow sigmoid(scale * z + shift)."""
     rng = np.random.default_rng(seed)
     z = rng.normal(0.0, 4.0, n)
-    y = (rng.random(n) < proba(z, true_t)).astype(int)
+    y = (rng.random(n) < proba(scale * z + shift)).astype(int)
     return z, y
 
 
@@ -45,45 +46,45 @@ def test_ece_and_brier_match_a_hand_worked_example() -> None:
     assert ece([0.0, 1.0, 1.0], [0, 1, 1]) == 0.0 and brier([0.0, 1.0], [0, 1]) == 0.0
 
 
-def test_temperature_scaling_never_changes_auc() -> None:
-    z, y = _overconfident()
+def test_platt_scaling_never_changes_auc() -> None:
+    z, y = _miscalibrated()
     base = binary_metrics(y, proba(z), scores=z)["auc"]
-    for t in (0.05, 0.5, 2.0, 20.0):
-        assert binary_metrics(y, proba(z, t), scores=z / t)["auc"] == base
-    for t in (0.7, 3.0, 10.0):  # probabilities that do not saturate rank the same way too
-        assert binary_metrics(y, proba(z, t))["auc"] == pytest.approx(base, abs=1e-12)
+    a, b, ok = fit_platt(z, y)
+    assert ok and binary_metrics(y, proba(a * z + b), scores=a * z + b)["auc"] == base
 
 
-def test_fitted_temperature_lowers_val_log_loss_and_is_the_minimum() -> None:
-    z, y = _overconfident(true_t=3.0)
-    t = fit_temperature(z, y)
-    assert 2.5 < t < 3.6  # recovers the planted over-confidence
-    assert log_loss(z, y, t) < log_loss(z, y) - 0.05
-    for other in (t * 0.97, t * 1.03, 1.0):
-        assert log_loss(z, y, t) <= log_loss(z, y, other)
-    rep = calibration_report(z, y, t)
-    assert rep["temperature"] == t and rep["ece"] < rep["ece_uncalibrated"]
+def test_platt_recovers_a_planted_scale_and_offset_and_lowers_log_loss() -> None:
+    """Labels follow sigmoid(z / 3 - 1.5): over-confident by 3 and shifted by the log prior a
+    class-balanced loss bakes in. Platt finds both; a temperature alone (b = 0) cannot."""
+    z, y = _miscalibrated(scale=1 / 3, shift=-1.5)
+    a, b, ok = fit_platt(z, y)
+    assert ok and 0.28 < a < 0.39 and -1.8 < b < -1.2
+    assert log_loss(z, y, a, b) < log_loss(z, y) - 0.05
+    for da, db in ((0.02, 0), (-0.02, 0), (0, 0.1), (0, -0.1)):  # a (near) minimum
+        assert log_loss(z, y, a, b) <= log_loss(z, y, a + da, b + db) + 1e-4
+    best_temperature_only = min(log_loss(z, y, s) for s in np.linspace(0.05, 2, 400))
+    assert log_loss(z, y, a, b) < best_temperature_only - 0.01
+    rep = calibration_report(z, y, a, b)
+    assert rep["platt_a"] == a and rep["platt_b"] == b and rep["ece"] < rep["ece_uncalibrated"]
     assert rep["log_loss"] < rep["log_loss_uncalibrated"]
-    # an under-confident model is sharpened (T < 1)
-    z2, y2 = z / 3.0, (np.random.default_rng(1).random(z.size) < proba(z)).astype(int)
-    assert fit_temperature(z2, y2) < 0.5
 
 
-def test_fit_temperature_edge_cases() -> None:
-    assert fit_temperature([-3.0, -1.0, 2.0, 5.0], [0, 0, 1, 1]) == 0.05  # separated: bound
+def test_platt_edge_cases_are_degenerate_not_clipped() -> None:
+    a, b, ok = fit_platt([-3.0, -1.0, 2.0, 5.0], [0, 0, 1, 1])  # separated: Platt's targets keep a finite
+    assert ok and 0 < a < 50 and np.isfinite(b)
+    assert fit_platt([1.0, 1.0, 1.0], [0, 1, 1]) == (1.0, 0.0, False)  # constant scores
+    assert fit_platt([0.0, 1.0], [1, 1]) == (1.0, 0.0, False)  # one class
+    assert fit_platt([3.0, 2.0, -2.0, -3.0], [0, 0, 1, 1])[2] is False  # reversed: a <= 0
     with pytest.raises(ValueError, match="labels must be 0"):
-        fit_temperature([0.0, 1.0], [0, 2])
+        fit_platt([0.0, 1.0], [0, 2])
     with pytest.raises(ValueError, match="one label per score"):
-        fit_temperature([0.0, 1.0], [0])
+        fit_platt([0.0, 1.0], [0])
 
 
-def test_checkpoint_temperature_and_reliability_points() -> None:
-    assert checkpoint_temperature({"recipe": {"temperature": 2.5}}, True) == 2.5
-    assert checkpoint_temperature({"recipe": {"temperature": 2.5}}, False) == 1.0
-    for meta in ({}, {"recipe": {}}, {"recipe": {"temperature": -1.0}}, {"recipe": {"temperature": True}},
-                 {"recipe": {"temperature": float("nan")}}, None):
-        assert checkpoint_temperature(meta, True) == 1.0
+def test_reliability_points() -> None:
     logits = np.log(P / (1 - P))
     pts = reliability_points(logits, Y)
     assert pts["count"].tolist() == [2, 1, 1, 2]
     assert np.allclose(pts["ideal"], pts["mean_prob"]) and np.allclose(pts["mean_prob"], [0.1, 0.3, 0.7, 0.9])
+    shifted = reliability_points(logits - 1.0, Y, 1.0, 1.0)  # a z + b undoes the shift
+    assert np.allclose(shifted["mean_prob"], pts["mean_prob"])

@@ -20,6 +20,7 @@ import yaml
 
 from _params import default_params_raw
 from _tinydata import build_store
+from fakeproof.boundary import Boundary
 from fakeproof.cli import main
 from fakeproof.compare import (CompareError, markdown, mcnemar_exact, paired_stats,
                                resolve_checkpoint, run_compare)
@@ -33,12 +34,7 @@ EVAL = {"eps": [0, "4/255"], "pgd_steps": 2, "bootstrap": 200, "batch_size": 16,
         "attack_videos": 0}  # 0: every test video attacked
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,7 +146,7 @@ def write_checkpoint(path: Path, seed: int, image_size: int = SIZE, threshold: f
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_var.uniform_(0.05, 0.2)
                 m.running_mean.uniform_(-0.1, 0.1)
-    recipe = build_recipe(_params(image_size), threshold=threshold)
+    recipe = build_recipe(_params(image_size), Boundary(1.0, 0.0, threshold))
     save_checkpoint(path, model.eval(), {"stage": "test", "recipe": recipe})
     return path
 

@@ -23,7 +23,9 @@ from fakeproof.corruption_sweep import corrupted_logits, corruption_seed, mean_a
 from fakeproof.corruptions import CORRUPTIONS, LEVELS, CorruptionError, get_corruption
 from fakeproof.corruptions import h264 as h264_module
 from fakeproof.data import FaceDataset
-from fakeproof.evaluate import corruption_results, level_metrics
+from fakeproof.boundary import Boundary
+from fakeproof.evaluate import corruption_results
+from fakeproof.intervals import level_metrics
 
 FACES = Path(__file__).resolve().parents[1] / "fakeproof" / "assets" / "faces"
 RANDOM = ("gaussian_noise", "salt_pepper")
@@ -156,7 +158,7 @@ def test_ds(tmp_path_factory) -> FaceDataset:
 
 def _ep(**kw) -> EvalParams:
     base = dict(corruptions=["gaussian_noise", "h264"], corruption_severities=[1, 5], bootstrap=50,
-                batch_size=7)
+                min_videos=2, batch_size=7)
     base.update(kw)
     return EvalParams(**base)
 
@@ -181,7 +183,8 @@ def _results(ds: FaceDataset, models: dict[str, nn.Module], ep: EvalParams) -> d
     for name, m in models.items():
         with torch.no_grad():
             z = m(torch.stack([ds[i][0] for i in range(len(ds))])).reshape(-1).double().numpy()
-        out[name] = {"test_clean": level_metrics(frames, z, ep.video_agg, ep.bootstrap, ep.seed)}
+        out[name] = {"test_clean": level_metrics(frames, z, Boundary(), ep.video_agg, ep.bootstrap,
+                                                 ep.seed), "boundary": Boundary()}
     return out
 
 
@@ -248,4 +251,19 @@ def test_mean_auc_interval_of_a_perfect_and_a_useless_cell() -> None:
     vids = np.repeat(np.arange(10), 2)  # each video holds one real and one fake face
     perfect, useless = y * 2.0 - 1.0, np.zeros(20)
     r = mean_auc_interval(y, vids, [perfect, useless], n_boot=200, seed=0)
-    assert r["auc"] == pytest.approx(0.75) and r["auc_lo"] == r["auc_hi"] == pytest.approx(0.75)
+    # the mean is 0.75 in every draw: no spread to read, so an exact interval at 10 videos
+    assert r["auc"] == pytest.approx(0.75) and r["method"] == "clopper-pearson (degenerate bootstrap)"
+    assert r["auc_lo"] < 0.75 < r["auc_hi"] and r["cells"] == 2 and r["n_boot"] == 200
+
+
+def test_mean_auc_interval_is_bca_over_videos_within_each_class() -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(12) % 2, 5)
+    vids = np.repeat(np.arange(12), 5)
+    cells = [y + rng.normal(0, 1, y.size) + np.repeat(rng.normal(0, 1, 12), 5) for _ in range(3)]
+    cells[2][:5] = np.nan  # one video skipped in one cell
+    r = mean_auc_interval(y, vids, cells, n_boot=300, seed=1)
+    assert r["method"] == "bca" and r["cells"] == 3
+    assert 0.0 <= r["auc_lo"] < r["auc"] < r["auc_hi"] <= 1.0
+    assert r == mean_auc_interval(y, vids, cells, n_boot=300, seed=1)
+    assert r != mean_auc_interval(y, vids, cells, n_boot=300, seed=1, strata=vids % 3)

@@ -21,6 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
+from fakeproof.boundary import Boundary
 from fakeproof.cli import main
 from fakeproof.data import FaceDataset
 from fakeproof.detect import (DetectError, collect_inputs, load_detector, resolve_device,
@@ -41,12 +42,7 @@ RECIPE_PARAMS = dict(frames={"count": 4}, faces={"image_size": CROP, "encoding":
                      model={"name": "smallcnn"})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def spread_smallcnn(seed: int = 0) -> torch.nn.Module:
@@ -60,10 +56,11 @@ def spread_smallcnn(seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def write_checkpoint(path: Path, threshold: float = 0.5, temperature: float = 1.0, **recipe) -> Path:
+def write_checkpoint(path: Path, threshold: float = 0.5, a: float = 1.0, b: float = 0.0,
+                     **recipe) -> Path:
     params = make_params(**RECIPE_PARAMS)
-    meta = {"stage": "test", "recipe": {**build_recipe(params, threshold=threshold,
-                                                       temperature=temperature), **recipe}}
+    meta = {"stage": "test", "recipe": {**build_recipe(params, Boundary(a, b, threshold)),
+                                        **recipe}}
     save_checkpoint(path, spread_smallcnn(), meta)
     return path
 
@@ -244,18 +241,18 @@ def test_exif_orientation_is_applied_to_images(inputs, bundle, tmp_path) -> None
 # --------------------------------------------------------------------------------------------------
 
 
-def test_threshold_and_temperature_come_from_the_recipe(inputs, bundle, tmp_path) -> None:
+def test_threshold_and_platt_calibration_come_from_the_recipe(inputs, bundle, tmp_path) -> None:
     (base,) = score_paths(bundle, [inputs["video"]])
     p = base.p_fake
     below = load_detector(write_checkpoint(tmp_path / "lo.pt", threshold=p - 1e-4), "cpu")
     above = load_detector(write_checkpoint(tmp_path / "hi.pt", threshold=p + 1e-4), "cpu")
     assert score_paths(below, [inputs["video"]])[0].label == "fake"
     assert score_paths(above, [inputs["video"]])[0].label == "real"
-    warm = load_detector(write_checkpoint(tmp_path / "t2.pt", temperature=2.0), "cpu")
-    (res,) = score_paths(warm, [inputs["video"]])
+    platt = load_detector(write_checkpoint(tmp_path / "t2.pt", a=0.5, b=0.3), "cpu")
+    (res,) = score_paths(platt, [inputs["video"]])
     logits = np.log(np.array([s.p_fake for s in base.scores])) - \
         np.log1p(-np.array([s.p_fake for s in base.scores]))
-    expected = 1.0 / (1.0 + np.exp(-logits / 2.0))
+    expected = 1.0 / (1.0 + np.exp(-(0.5 * logits + 0.3)))
     assert [s.p_fake for s in res.scores] == pytest.approx(expected, abs=1e-6)
     assert res.p_fake == pytest.approx(expected.mean(), abs=1e-6)
 
@@ -297,18 +294,22 @@ def test_files_that_are_not_fakeproof_checkpoints(inputs, tmp_path, make) -> Non
 
 def test_recipe_values_are_checked(inputs, tmp_path) -> None:
     params = make_params(**RECIPE_PARAMS)
-    recipe = build_recipe(params, threshold=0.3)
+    recipe = build_recipe(params, Boundary(0.8, -0.2, 0.3))
     assert recipe["version"] == RECIPE_VERSION and recipe["model"] == "smallcnn"
     assert recipe["input_size"] == CROP and recipe["faces"]["encoding"] == "jpeg"
     assert recipe["frames"]["count"] == 4 and recipe["video_agg"] == "mean"
     assert recipe["mean"] == [0.5, 0.5, 0.5] and recipe["threshold"] == 0.3
+    assert (recipe["platt_a"], recipe["platt_b"]) == (0.8, -0.2)
     # The recipe survives the weights-only loader (plain types only).
     save_checkpoint(tmp_path / "m.pt", create_model("smallcnn"), {"recipe": recipe})
     assert load_checkpoint(tmp_path / "m.pt")[1]["recipe"] == recipe
-    with pytest.raises(RecipeError, match="threshold"):
-        build_recipe(params, threshold=1.5)
-    with pytest.raises(RecipeError, match="temperature"):
-        build_recipe(params, threshold=0.5, temperature=0.0)
+    with pytest.raises(ValueError, match="threshold"):
+        build_recipe(params, Boundary(1.0, 0.0, 1.5))
+    with pytest.raises(ValueError, match="Platt slope"):
+        build_recipe(params, Boundary(0.0, 0.0, 0.5))
+    for key, value in (("platt_a", -1.0), ("platt_b", float("nan"))):
+        with pytest.raises(RecipeError, match=f"recipe {key} = .* is out of range"):
+            load_detector(write_checkpoint(tmp_path / f"{key}.pt", **{key: value}), "cpu")
     bad = write_checkpoint(tmp_path / "bad.pt", video_agg="median")
     with pytest.raises(RecipeError, match="eval.video_agg"):
         load_detector(bad, "cpu")

@@ -18,9 +18,11 @@ from _params import default_params_raw, merge
 from _tinydata import build_store
 from fakeproof.cli import main
 from fakeproof.config import params_from_dict
-from fakeproof.ensemble import (Ensemble, EnsembleError, Member, fit_weights, load_member, log_loss,
-                                resize, run_ensemble, select_members)
-from fakeproof.evaluate import eps_label
+from fakeproof.boundary import Boundary
+from fakeproof.calibration import log_loss
+from fakeproof.ensemble import (Ensemble, EnsembleError, Member, fit_weights, load_member, resize,
+                                run_ensemble, select_members)
+from fakeproof.under_attack import eps_label
 from fakeproof.fusion import save_ensemble
 from fakeproof.models import create_model, load_checkpoint, save_checkpoint
 from fakeproof.recipe import build_recipe, read_recipe
@@ -29,12 +31,7 @@ SIZE = 16
 PHOTO = Path(__file__).resolve().parents[1] / "fakeproof" / "assets" / "faces" / "obama.jpg"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def detector(seed: int) -> torch.nn.Module:
@@ -56,9 +53,9 @@ def tiny_eval_params(image_size: int = SIZE, **sections: dict):
 
 
 def write_member(path: Path, seed: int, image_size: int = SIZE, threshold: float = 0.5,
-                 temperature: float = 1.0, params=None) -> Path:
+                 a: float = 1.0, b: float = 0.0, params=None) -> Path:
     params = params or tiny_eval_params(image_size)
-    recipe = build_recipe(params, threshold=threshold, temperature=temperature)
+    recipe = build_recipe(params, Boundary(a, b, threshold))
     save_checkpoint(path, detector(seed), {"stage": "test", "recipe": recipe})
     return path
 
@@ -91,24 +88,23 @@ def test_an_ensemble_of_two_identical_members_equals_either() -> None:
         assert torch.allclose(lopsided(x), want, atol=1e-6)
 
 
-def test_members_keep_their_own_input_size_normalisation_and_temperature() -> None:
+def test_members_keep_their_own_input_size_normalisation_and_calibration() -> None:
     a, b = detector(2), detector(3)
     with torch.no_grad():  # another normalisation for b, as an ImageNet model would have
         b.normalize.mean.copy_(torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         b.normalize.std.copy_(torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
-    ens = Ensemble([Member(a, SIZE), Member(b, 24, temperature=2.0)], ["a", "b"], [0.25, 0.75],
-                   temperature=1.5).eval()
+    ens = Ensemble([Member(a, SIZE), Member(b, 24, 0.5, 0.2)], ["a", "b"], [0.25, 0.75]).eval()
     x = images(size=SIZE)
     with torch.no_grad():
         big = torch.nn.functional.interpolate(x, size=(24, 24), mode="bilinear",
                                               align_corners=False)
-        want = (0.25 * a(x) + 0.75 * b(big) / 2.0) / 1.5
+        want = 0.25 * a(x) + 0.75 * (0.5 * b(big) + 0.2)
         assert torch.allclose(ens(x), want, atol=1e-5)
         # crops larger than every member are shrunk (antialiased), never cropped
         assert ens(images(size=40)).shape == (6, 1)
     assert resize(x, SIZE) is x
     assert ens.config()["members"][1] == {"name": "b", "model": "smallcnn", "input_size": 24,
-                                          "temperature": 2.0}
+                                          "platt_a": 0.5, "platt_b": 0.2}
 
 
 def test_gradients_reach_every_member_and_the_input() -> None:
@@ -171,6 +167,20 @@ def test_a_dominant_member_keeps_every_weight_when_that_is_best() -> None:
     assert w[0] > 0.95
 
 
+def test_robust_fit_moves_weight_to_the_member_that_survives_attack() -> None:
+    """Member 0 is sharp clean but inverted on the adversarial rows; member 1 is modest on both.
+    On clean rows alone the fit trusts member 0; with the adversarial rows it moves to member 1."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400).astype(float)
+    sign = 2 * y - 1
+    clean = np.stack([4 * sign + rng.normal(0, 1, 400), 1 * sign + rng.normal(0, 1, 400)], axis=1)
+    adv = np.stack([-3 * sign + rng.normal(0, 1, 400), 0.8 * sign + rng.normal(0, 1, 400)], axis=1)
+    w_clean = fit_weights(clean, y, "logloss")
+    w_robust = fit_weights(np.vstack([clean, adv]), np.r_[y, y], "robust")
+    assert w_clean[0] > 0.5 > w_robust[0]
+    assert log_loss(adv @ w_robust, y) < log_loss(adv @ w_clean, y)
+
+
 def test_unknown_fit_method_is_refused() -> None:
     z, y = _val_logits()
     with pytest.raises(EnsembleError, match="ensemble.fit = 'stacking'"):
@@ -192,13 +202,14 @@ def test_members_are_chosen_by_name_or_path_among_the_declared_ones(tmp_path: Pa
 # --------------------------------------------------------------------------------------------
 def _saved_ensemble(tmp_path: Path, params) -> tuple[Path, Ensemble, list[Path]]:
     paths = [write_member(tmp_path / "a.pt", 7, params=params),
-             write_member(tmp_path / "b.pt", 8, params=params, temperature=1.7)]
+             write_member(tmp_path / "b.pt", 8, params=params, a=1 / 1.7)]
     members = [load_member(p)[0] for p in paths]
     ens = Ensemble(members, ["a", "b"], [0.35, 0.65]).eval()
     from fakeproof.ensemble import ensemble_recipe
 
     path = tmp_path / "ensemble.pt"
-    save_ensemble(path, ens, {"recipe": ensemble_recipe(params, 0.42, "smallcnn")})
+    save_ensemble(path, ens, {"recipe": ensemble_recipe(params, Boundary(1.0, 0.0, 0.42),
+                                                        "smallcnn")})
     return path, ens, paths
 
 
@@ -207,7 +218,7 @@ def test_the_checkpoint_loads_with_load_checkpoint_and_scores_the_same(tmp_path:
     model, meta = load_checkpoint(path)
     assert isinstance(model, Ensemble) and not model.training
     assert model.weights == pytest.approx({"a": 0.35, "b": 0.65})
-    assert [m.temperature for m in model.members] == [1.0, 1.7]
+    assert [m.a for m in model.members] == [1.0, 1 / 1.7]
     recipe = read_recipe(meta, str(path))
     assert recipe["model"] == "ensemble" and recipe["threshold"] == 0.42
     assert recipe["mean"] == [0.0, 0.0, 0.0] and recipe["std"] == [1.0, 1.0, 1.0]
@@ -220,7 +231,7 @@ def test_the_checkpoint_loads_with_load_checkpoint_and_scores_the_same(tmp_path:
 
 def test_fakeproof_detect_takes_the_ensemble_checkpoint(tmp_path: Path) -> None:
     """detect on a real photo (real MTCNN): the ensemble's P(fake) is the fusion of what detect
-    says with each member, sigmoid(sum_i w_i logit(p_i) / T_i)."""
+    says with each member, sigmoid(sum_i w_i logit(p_i)) (each p_i already Platt-calibrated)."""
     if not PHOTO.is_file():
         pytest.skip(f"{PHOTO} absent")
     params = tiny_eval_params(64, faces={"device": "cpu"})
@@ -239,7 +250,7 @@ def test_fakeproof_detect_takes_the_ensemble_checkpoint(tmp_path: Path) -> None:
     assert res["status"] == "scored" and res["threshold"] == 0.42
     assert res["label"] == ("fake" if res["p_fake"] > 0.42 else "real")
     pa, pb = detect(members[0])["p_fake"], detect(members[1])["p_fake"]
-    # members' recipes have temperature 1.0 and 1.7: detect's p_b is already sigmoid(z_b / 1.7)
+    # members' recipes have Platt slopes 1.0 and 1/1.7: detect's p_b is already sigmoid(z_b / 1.7)
     logit = lambda p: np.log(p) - np.log1p(-p)  # noqa: E731
     want = 1 / (1 + np.exp(-(0.35 * logit(pa) + 0.65 * logit(pb))))
     assert res["p_fake"] == pytest.approx(want, abs=1e-4)
@@ -249,7 +260,8 @@ def test_fakeproof_detect_takes_the_ensemble_checkpoint(tmp_path: Path) -> None:
 # the stage
 # --------------------------------------------------------------------------------------------
 EVAL = {"eps": [0, "4/255", "16/255"], "attacks": ["fgsm", "pgd", "apgd", "square"],
-        "pgd_steps": 2, "apgd_steps": 2, "square_queries": 5, "bootstrap": 20, "batch_size": 16}
+        "pgd_steps": 2, "apgd_steps": 2, "square_queries": 5, "bootstrap": 20, "batch_size": 16,
+        "min_videos": 2}
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +270,7 @@ def stage_run(tmp_path_factory) -> dict:
     data = build_store(root / "data", {"train": 4, "val": 6, "test": 6}, frames=3, size=SIZE)
     params = tiny_eval_params(eval=EVAL)
     members = {"clean": write_member(root / "clean.pt", 10, threshold=0.4),
-               "robust": write_member(root / "robust.pt", 11, image_size=24, temperature=1.3,
+               "robust": write_member(root / "robust.pt", 11, image_size=24, a=1 / 1.3,
                                       params=tiny_eval_params(24))}
     stats = run_ensemble(params, data, members, root / "models" / "ensemble.pt",
                          root / "metrics" / "ensemble.json", root / "metrics" / "head.json",
@@ -280,9 +292,15 @@ def test_stage_metrics_hold_members_ensemble_sweep_weights_and_transfer(stage_ru
             t = m["test_clean"][level]
             assert {"auc", "auc_lo", "auc_hi", "bacc", "bacc_lo", "bacc_hi"} <= set(t)
     assert d["members"]["robust"]["input_size"] == 24
-    assert d["members"]["robust"]["temperature"] == 1.3
+    assert d["members"]["robust"]["platt_a"] == pytest.approx(1 / 1.3)
     e = d["ensemble"]
-    assert e["val_logloss"] <= min(d["members"][n]["val_logloss"] for n in d["weights"]) + 1e-6
+    # ensemble.fit: robust (the default): each round refits on clean + adversarial val faces
+    # crafted on the ensemble, so their summed log loss never rises within a round
+    assert d["fit"] == "robust" and len(d["fit_log"]["rounds"]) == 2
+    for r in d["fit_log"]["rounds"]:
+        assert sum(r["after"].values()) <= sum(r["before"].values()) + 1e-6
+    assert d["fit_log"]["rounds"][-1]["weights"] == pytest.approx(d["weights"], abs=1e-6)
+    assert set(d["pairs"]) == {"robust-clean", "ensemble-clean", "ensemble-robust"}
     labels = [eps_label(v) for v in sorted(params.eval.eps)]
     for attack in ("pgd", "apgd", "square"):
         assert sorted(e["attacks"][attack]) == sorted(labels)
@@ -320,7 +338,8 @@ def test_stage_headline_is_small_and_the_checkpoint_reloads(stage_run) -> None:
     assert isinstance(model, Ensemble)
     assert model.weights == pytest.approx(stage_run["detail"]["weights"], abs=1e-6)
     assert read_recipe(meta, "ensemble.pt")["input_size"] == SIZE
-    assert meta["recipe"]["threshold"] == pytest.approx(stage_run["detail"]["threshold"])
+    assert meta["recipe"]["threshold"] == pytest.approx(stage_run["detail"]["boundary"]["threshold"],
+                                                        abs=1e-6)
     table = (stage_run["root"] / "plots" / "robust_acc.csv").read_text().splitlines()[0]
     assert table.split(",")[:2] == ["eps", "eps_255"] and "ensemble_robust" in table
 

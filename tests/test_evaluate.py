@@ -18,10 +18,13 @@ import pytest
 import torch
 from torch import nn
 
+from fakeproof.boundary import Boundary, Deployed
 from fakeproof.config import EvalParams
 from fakeproof.data import FaceDataset
-from fakeproof.evaluate import choose_sample, eps_label, evaluate_model, worst_logits
+from fakeproof.evaluate import evaluate_model, model_pairs
+from fakeproof.sampling import choose_sample
 from fakeproof.sanity import sanity_flags
+from fakeproof.under_attack import eps_label, worst_logits
 from fakeproof.store import FaceStoreWriter, face_key
 
 SIZE = 16
@@ -69,6 +72,11 @@ def dataset(tmp_path_factory) -> FaceDataset:
     ds = FaceDataset(root / "faces.lmdb", root / "faces.csv", root / "splits.csv", "test")
     ds.root_dir = root  # type: ignore[attr-defined]  # for the stage-level test below
     return ds
+
+
+def deployed(k: float = 60.0, quantize: bool = False, boundary: Boundary = Boundary()) -> Deployed:
+    """The Redness detector behind a decision boundary (default: the raw model at 0.5)."""
+    return Deployed(Redness(k, quantize).eval(), boundary).eval()
 
 
 def params(**kw) -> EvalParams:
@@ -134,7 +142,7 @@ def test_robust_accuracy_is_per_face_not_per_attack(dataset, monkeypatch) -> Non
 
     monkeypatch.setitem(attacks.ATTACKS, "half_a", AttackSpec("half_a", planted(0), False, "planted"))
     monkeypatch.setitem(attacks.ATTACKS, "half_b", AttackSpec("half_b", planted(1), False, "planted"))
-    res = evaluate_model("linear", Redness().eval(), dataset,
+    res = evaluate_model("linear", deployed(), dataset,
                          params(attacks=["half_a", "half_b"], batch_size=len(dataset)))
     t = res["table"].set_index(["attack", "eps"])
     assert t.loc[("half_a", 8 / 255), "acc"] == pytest.approx(0.5, abs=1 / n)
@@ -150,9 +158,13 @@ def test_worst_logits_takes_the_most_adverse_per_face() -> None:
 
 
 def test_sweep_on_a_normal_model_is_sane_and_exact(dataset) -> None:
-    res = evaluate_model("linear", Redness().eval(), dataset, params())
+    res = evaluate_model("linear", deployed(), dataset, params())
     c = res["test_clean"]["frame"]
-    assert c["acc"] == 1.0 and c["auc"] == 1.0 and c["auc_lo"] == 1.0
+    assert c["acc"] == 1.0 and c["auc"] == 1.0
+    # every bootstrap draw has AUC 1: not a zero-width "certainty" but an exact interval at the
+    # video count (6 real / 6 fake videos)
+    assert c["ci_method"]["auc"].startswith("clopper-pearson") and c["auc_hi"] == 1.0
+    assert 0.4 < c["auc_lo"] < 0.9
     table = res["table"].set_index(["attack", "eps"])
     # The linear model flips exactly the samples whose margin is below eps (FGSM is optimal).
     red = np.array([dataset[i][0][0].mean().item() for i in range(len(dataset))])
@@ -164,8 +176,10 @@ def test_sweep_on_a_normal_model_is_sane_and_exact(dataset) -> None:
         assert table.loc[("robust", eps / 255), "acc"] <= table.loc[("pgd", eps / 255), "acc"]
     flags = res["sanity"]
     for name in ("eps0_differs_from_clean", "rises_with_eps", "pgd_weaker_than_fgsm",
-                 "gradient_masking", "above_chance_at_large_eps", "collapsed"):
+                 "gradient_masking", "above_chance_at_large_eps", "collapsed", "one_class",
+                 "unbounded_attack_fails", "selection_failed"):
         assert flags[name]["fired"] is False, name
+    assert res["unbounded"]["robust_acc"] == 0.0  # PGD at 64/255 beats every 1-20/255 margin
     assert flags["ok"] is True
     asr = res["attacks"]["fgsm"]["16/255"]["attack_success_rate"]
     assert asr == pytest.approx(1 - table.loc[("fgsm", 16 / 255), "acc"], abs=1e-9)
@@ -173,7 +187,7 @@ def test_sweep_on_a_normal_model_is_sane_and_exact(dataset) -> None:
 
 
 def test_gradient_masking_is_flagged(dataset, caplog) -> None:
-    masked = Redness(quantize=True).eval()
+    masked = deployed(quantize=True)
     with caplog.at_level("WARNING"):
         res = evaluate_model("masked", masked, dataset, params())
     table = res["table"].set_index(["attack", "eps"])
@@ -184,10 +198,13 @@ def test_gradient_masking_is_flagged(dataset, caplog) -> None:
     assert "16/255" in res["sanity"]["gradient_masking"]["evidence"]
     assert res["sanity"]["ok"] is False
     assert "gradient_masking" in caplog.text
+    # the unbounded check sees it too: blind gradients leave faces correct at 64/255
+    assert res["sanity"]["unbounded_attack_fails"]["fired"] is True
+    assert res["sanity"]["unbounded_attack_fails"]["evidence"]["robust_acc"] > 0.9
 
 
 def test_a_collapsed_model_is_flagged(dataset) -> None:
-    flat = Redness(k=0.05).eval()  # every P(fake) within 0.01 of 0.5
+    flat = deployed(k=0.05)  # every P(fake) within 0.01 of 0.5
     res = evaluate_model("flat", flat, dataset, params(attacks=["fgsm"]), reference_spread=5.0)
     assert res["sanity"]["collapsed"]["fired"] is True
     assert res["sanity"]["collapsed"]["evidence"]["near_threshold_share"] == 1.0
@@ -227,7 +244,67 @@ def test_above_chance_at_a_large_eps_is_flagged() -> None:
             ("robust", 16 / 255, .7, .7)])
     f = sanity_flags(t, 0.9, 100, SPREAD, None, ["pgd"])
     assert f["above_chance_at_large_eps"]["fired"] is True
+    # a warning since the unbounded check took over the failing role: ok stays true
+    assert f["above_chance_at_large_eps"]["severity"] == "warn" and f["ok"] is True
+    g = sanity_flags(t, 0.9, 100, SPREAD, None, ["pgd"], unbounded_acc=0.3)
+    assert g["unbounded_attack_fails"]["fired"] is True and g["ok"] is False
 
+
+def test_attacks_aim_at_the_deployed_boundary_and_numbers_are_taken_there(dataset) -> None:
+    """A threshold of 0.9 on P(fake) moves the decision to logit 2.197, i.e. red = 0.5 + 9.3/255
+    for k = 60: fakes closer than that are called real clean, and FGSM (optimal for a linear
+    model) flips exactly the faces within eps of *that* boundary, never of logit 0."""
+    b = Boundary(1.0, 0.0, 0.9)
+    res = evaluate_model("shifted", deployed(boundary=b), dataset, params())
+    red = np.array([dataset[i][0][0].mean().item() for i in range(len(dataset))])
+    y = dataset.labels
+    dist = (red - 0.5) * 255 - np.log(9) / 60 * 255  # signed distance to the boundary in 1/255
+    right = (dist > 0) == (y == 1)
+    tpr, tnr = np.mean(right[y == 1]), np.mean(right[y == 0])
+    assert res["test_clean"]["frame"]["bacc"] == pytest.approx((tpr + tnr) / 2, abs=1e-9)
+    table = res["table"].set_index(["attack", "eps"])
+    for eps in (4, 8):
+        expected = np.mean(right & (np.abs(dist) > eps))
+        assert table.loc[("fgsm", eps / 255), "acc"] == pytest.approx(expected, abs=1 / 36)
+    # the video level compares the mean calibrated P(fake) with the same threshold
+    assert res["test_clean"]["video"]["bacc"] <= 1.0
+    assert res["boundary"] == b
+
+
+def test_one_class_is_flagged_and_fails_sanity(dataset) -> None:
+    everything_real = deployed(boundary=Boundary(1.0, 0.0, 1.0 - 1e-12))
+    res = evaluate_model("one", everything_real, dataset, params(attacks=["fgsm"]))
+    f = res["sanity"]["one_class"]
+    assert f["fired"] is True and f["evidence"]["clean_tpr"] == 0.0 and f["evidence"]["clean_tnr"] == 1.0
+    assert res["sanity"]["ok"] is False
+    assert res["test_clean"]["frame"]["bacc"] == 0.5
+
+
+def test_selection_failure_is_carried_to_sanity(dataset) -> None:
+    res = evaluate_model("r", deployed(), dataset, params(attacks=["fgsm"], eps=[0.0, 8 / 255]),
+                         selection={"qualified": False, "auc_floor": 0.9})
+    assert res["sanity"]["selection_failed"]["fired"] is True and res["sanity"]["ok"] is False
+
+
+def test_model_pairs_are_paired_differences_on_the_same_faces(dataset) -> None:
+    """A sharper detector against a blunter one: clean AUC equal (same ranking), robust balanced
+    accuracy paired on the same videos; a model against itself differs by exactly 0."""
+    ep = params(attacks=["fgsm"], eps=[0.0, 8 / 255], bootstrap=200)
+    a = evaluate_model("a", deployed(), dataset, ep)
+    b = evaluate_model("b", deployed(boundary=Boundary(1.0, 0.0, 0.9)), dataset, ep)
+    frames = dataset.frames.reset_index(drop=True)
+    pairs = model_pairs({"a": a, "b": b, "a2": a}, frames, ep)
+    assert set(pairs) == {"b-a", "a2-a", "a2-b"}
+    same = pairs["a2-a"]["robust@8/255"]
+    assert same["bacc_diff"] == 0.0 and same["bacc_diff_lo"] == 0.0 == same["bacc_diff_hi"]
+    ab = pairs["b-a"]
+    assert ab["clean"]["auc_diff"] == 0.0  # a threshold never changes the ranking
+    r = ab["robust@8/255"]
+    assert r["bacc_diff"] == pytest.approx(r["bacc_b"] - r["bacc_a"])
+    assert r["bacc_diff_lo"] <= r["bacc_diff"] <= r["bacc_diff_hi"]
+    assert r["videos"] == 12 and r["significant"] in (True, False)
+    drop = a["clean_to_attacked"]
+    assert drop["bacc_a"] == 1.0 and drop["bacc_diff"] < 0  # attacked minus clean
 
 def test_run_evaluate_writes_headline_detail_plots_and_cross(dataset, tmp_path) -> None:
     """The stage function end to end on the tiny store; eval.cross on the same data must
@@ -244,12 +321,13 @@ def test_run_evaluate_writes_headline_detail_plots_and_cross(dataset, tmp_path) 
     paths = DataPaths(base / "faces.lmdb", base / "faces.csv", base / "splits.csv")
     torch.manual_seed(0)
     ckpt = tmp_path / "m.pt"
-    save_checkpoint(ckpt, create_model("smallcnn").eval(),
-                    {"image_size": SIZE, "recipe": {"temperature": 2.0}})  # as fitted on val
+    save_checkpoint(ckpt, create_model("smallcnn").eval(),  # a boundary as fitted on val
+                    {"image_size": SIZE,
+                     "recipe": {"platt_a": 0.5, "platt_b": 0.3, "threshold": 0.6}})
     p = params_from_dict(default_params_raw(), "test params")
     p = dataclasses.replace(p, eval=dataclasses.replace(
         p.eval, eps=[0.0, 4 / 255], attacks=["fgsm", "pgd"], pgd_steps=2, attack_videos=6,
-        gallery=2, headline_eps=4 / 255, batch_size=8, bootstrap=50))
+        gallery=2, headline_eps=4 / 255, batch_size=8, bootstrap=50, min_videos=3))
     head = run_evaluate(p, paths, {"m": ckpt}, tmp_path / "headline.json", tmp_path / "eval.json",
                         tmp_path / "plots", cross=paths, out_corruptions=tmp_path / "corr.json")
     saved = json.loads((tmp_path / "headline.json").read_text())
@@ -294,8 +372,12 @@ def test_run_evaluate_writes_headline_detail_plots_and_cross(dataset, tmp_path) 
     assert mean["auc"] == pytest.approx(
         np.mean([v["auc"] for by_sev in corr["m"].values() for v in by_sev.values()]), abs=1e-4)
     assert "corruptions" not in detail["cross"]["m"]  # the sweep runs on the main test set
-    # calibration with the recipe's temperature, and without it
-    assert d["temperature"] == 2.0 and d["ece"] != d["ece_uncalibrated"]
+    # calibration with the recipe's Platt scaling, and without it; ECE with its interval
+    assert (d["platt_a"], d["platt_b"]) == (0.5, 0.3) and d["ece"] != d["ece_uncalibrated"]
+    assert d["boundary"] == {"platt_a": 0.5, "platt_b": 0.3, "threshold": 0.6}
+    ci = d["calibration"]["ece_interval"]
+    assert ci["ece_lo"] <= d["ece"] <= ci["ece_hi"] and ci["ece_hi"] > ci["ece_lo"]
+    assert d["ece_ci"] == f"{ci['ece_lo']:.3f}-{ci['ece_hi']:.3f}"
     assert d["calibration"]["brier_uncalibrated"] != d["brier"]
     assert 0.0 <= d["ece"] <= 1.0 and 0.0 <= d["brier"] <= 1.0
     rel = pd.read_csv(tmp_path / "plots" / "reliability" / "m.csv")
@@ -303,8 +385,8 @@ def test_run_evaluate_writes_headline_detail_plots_and_cross(dataset, tmp_path) 
 
 
 def test_adding_an_eps_changes_no_other_number(dataset) -> None:
-    a = evaluate_model("m", Redness(k=20).eval(), dataset, params(eps=[0.0, 8 / 255]))
-    b = evaluate_model("m", Redness(k=20).eval(), dataset, params(eps=[0.0, 4 / 255, 8 / 255]))
+    a = evaluate_model("m", deployed(k=20), dataset, params(eps=[0.0, 8 / 255]))
+    b = evaluate_model("m", deployed(k=20), dataset, params(eps=[0.0, 4 / 255, 8 / 255]))
     ta, tb = (r["table"].set_index(["attack", "eps"]) for r in (a, b))
     assert ta.loc[("square", 8 / 255), "acc"] == tb.loc[("square", 8 / 255), "acc"]
     assert ta.loc[("pgd", 8 / 255), "auc"] == tb.loc[("pgd", 8 / 255), "auc"]

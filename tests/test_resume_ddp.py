@@ -125,7 +125,7 @@ def test_fp16_pretrain_and_pgd_finetune_on_the_gpu(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     assert "amp fp16" in run.stderr
     raw = yaml.safe_load((work / "params.yaml").read_text())
-    raw["adv"].update({"epochs": 1, "steps": 3, "val_samples": 8})
+    raw["adv"].update({"epochs": 1, "steps": 3, "select_videos": 4})
     (work / "params.yaml").write_text(yaml.safe_dump(raw))
     adv = subprocess.run([sys.executable, str(PROJECT / "stages" / "adv_finetune.py"), *ADV_ARGS],
                          cwd=work, capture_output=True, text=True, timeout=600)

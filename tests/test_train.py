@@ -34,17 +34,7 @@ from fakeproof.train import (class_weights, run_adv_finetune, run_pretrain,
 VIDEOS = {"train": 16, "val": 8, "test": 4}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread (the machine is shared); restore threads and determinism flags after
-    (``setup_determinism`` in the training entry points sets both process-wide)."""
-    threads = torch.get_num_threads()
-    det = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(det, warn_only=warn_only)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _pretrain(params, paths: DataPaths, out: Path) -> dict:
@@ -265,7 +255,8 @@ def test_checkpoints_carry_a_val_threshold_and_the_recipe(trained) -> None:
 def test_adv_finetune_reports_a_val_eps_sweep_with_a_stronger_select_attack(trained) -> None:
     saved = json.loads((trained["root"] / "run1" / "finetune.json").read_text())
     assert set(saved["val_sweep"]) == {"2/255", "4/255", "8/255"}
-    assert saved["select_attack"].startswith("PGD-10")
+    assert saved["selection"]["attack"].startswith("PGD-10")
+    assert saved["selection"]["rule"].startswith("max worst-class robust recall")
     accs = [saved["val_sweep"][k]["pgd_acc"] for k in ("2/255", "4/255", "8/255")]
     assert accs[0] >= accs[2]  # a larger eps never leaves more val faces correct here
 
@@ -280,9 +271,9 @@ def test_every_adversarial_objective_trains_through_the_stage(trained, tmp_path,
     assert meta["adv"]["method"] == method
 
 
-def test_fgsm_rs_guard_fires_on_a_collapse_of_val_pgd_accuracy() -> None:
+def test_fgsm_rs_guard_fires_on_a_collapse_of_val_pgd_balanced_accuracy() -> None:
     from fakeproof.train import _fgsm_rs_guard
 
-    assert _fgsm_rs_guard([{"val_pgd_acc": 0.6}, {"val_pgd_acc": 0.1}]) is True
-    assert _fgsm_rs_guard([{"val_pgd_acc": 0.6}, {"val_pgd_acc": 0.55}]) is False
-    assert _fgsm_rs_guard([{"val_pgd_acc": 0.6}]) is False
+    assert _fgsm_rs_guard([{"val_pgd_bacc": 0.6}, {"val_pgd_bacc": 0.1}]) is True
+    assert _fgsm_rs_guard([{"val_pgd_bacc": 0.6}, {"val_pgd_bacc": 0.55}]) is False
+    assert _fgsm_rs_guard([{"val_pgd_bacc": 0.6}]) is False

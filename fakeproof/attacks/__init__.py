@@ -63,32 +63,47 @@ PRESETS: dict[str, Budget] = {
 }
 
 
+def _no_options(budget: Budget, seed: int) -> dict[str, Any]:
+    return {}
+
+
+def _pgd_options(budget: Budget, seed: int) -> dict[str, Any]:
+    return {"alpha": budget.pgd_alpha, "steps": budget.pgd_steps, "restarts": budget.pgd_restarts,
+            "random_start": True, "seed": seed}
+
+
+def _apgd_options(budget: Budget, seed: int) -> dict[str, Any]:
+    return {"steps": budget.apgd_steps, "restarts": budget.apgd_restarts, "seed": seed}
+
+
+def _square_options(budget: Budget, seed: int) -> dict[str, Any]:
+    # the whole budget on every face: its scores feed attacked AUCs and video scores
+    return {"queries": budget.square_queries, "seed": seed, "early_stop": False}
+
+
 @dataclass(frozen=True)
 class AttackSpec:
-    """A registered attack: its function, whether it needs gradients, and its paper."""
+    """A registered attack: its function, whether it needs gradients, its paper, and how an
+    evaluation budget and seed become its keyword options (each attack carries its own)."""
 
     name: str
     fn: AttackFn
     gradient_free: bool
     paper: str
+    budget_options: Callable[[Budget, int], dict[str, Any]] = _no_options
 
     def options(self, budget: Budget, seed: int) -> dict[str, Any]:
-        """Keyword options of ``fn`` (besides ``eps``) for an evaluation budget and seed."""
-        if self.name == "fgsm":
-            return {}
-        if self.name == "pgd":
-            return {"alpha": budget.pgd_alpha, "steps": budget.pgd_steps,
-                    "restarts": budget.pgd_restarts, "random_start": True, "seed": seed}
-        if self.name == "apgd":
-            return {"steps": budget.apgd_steps, "restarts": budget.apgd_restarts, "seed": seed}
-        return {"queries": budget.square_queries, "seed": seed}
+        """Keyword options of ``fn`` (besides ``eps``) for an evaluation budget and seed: every
+        attack runs its whole budget on every face (no early stop), so the scores it leaves are
+        fit for AUCs and video-level numbers."""
+        return self.budget_options(budget, seed)
 
 
 ATTACKS: dict[str, AttackSpec] = {s.name: s for s in (
     AttackSpec("fgsm", fgsm, False, "Goodfellow et al., ICLR 2015"),
-    AttackSpec("pgd", pgd, False, "Madry et al., ICLR 2018"),
-    AttackSpec("apgd", apgd, False, "Croce & Hein, ICML 2020"),
-    AttackSpec("square", square, True, "Andriushchenko et al., ECCV 2020"),
+    AttackSpec("pgd", pgd, False, "Madry et al., ICLR 2018", _pgd_options),
+    AttackSpec("apgd", apgd, False, "Croce & Hein, ICML 2020", _apgd_options),
+    AttackSpec("square", square, True, "Andriushchenko et al., ECCV 2020", _square_options),
 )}
 
 #: Attacks that need no gradients (the check against gradient masking).

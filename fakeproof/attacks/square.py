@@ -16,7 +16,11 @@ Algorithm (untargeted, margin loss ``logit_y - logit_other``, minimised):
   margin (one query);
 - ``p`` follows the paper's schedule, rescaled to the budget: ``p_init`` halves after
   10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of 10,000 iterations;
-- an image stops being queried once fooled (margin <= 0).
+- an image stops being queried once fooled (margin <= 0), as in the paper: the fastest way to
+  a robust-accuracy number. With ``early_stop=False`` every image keeps being queried for the
+  whole budget and keeps lowering its margin past the boundary: its final score is then as
+  adverse as the search could make it, which attacked AUCs and video-level scores need (with an
+  early stop the scores sit just past the boundary and AUCs built from them are optimistic).
 
 ``queries`` is the budget per image counting every model evaluation, the stripe start included
 (at most ``queries`` forward passes per image, fewer for images fooled early). Defaults:
@@ -62,7 +66,7 @@ def _windows(n: int, h: int, w: int, s: int, gen: torch.Generator, like: Tensor)
 
 def square(model: Model, images: Tensor, labels: Tensor, *, eps: float, queries: int = 300,
            p_init: float = 0.8, seed: Optional[int] = 0,
-           generator: Optional[torch.Generator] = None) -> Tensor:
+           generator: Optional[torch.Generator] = None, early_stop: bool = True) -> Tensor:
     """Untargeted L-inf Square Attack (Andriushchenko et al. 2020) with a per-image query budget.
 
     Args:
@@ -76,9 +80,12 @@ def square(model: Model, images: Tensor, labels: Tensor, *, eps: float, queries:
         p_init: initial share of the image a square covers, in (0, 1].
         seed: seeds a fresh CPU generator when ``generator`` is None.
         generator: a :class:`torch.Generator` to draw from (advanced).
+        early_stop: stop querying an image once it is fooled (the paper); False runs the whole
+            budget on every image (for scores, not only decisions).
 
     Returns:
-        The best adversarial images found (lowest margin; the first that fooled the model).
+        The best adversarial images found (lowest margin; with ``early_stop`` the first that
+        fooled the model).
     """
     x, y, eps = check_inputs(images, labels, eps, "linf")
     check_int("queries", queries)
@@ -95,7 +102,8 @@ def square(model: Model, images: Tensor, labels: Tensor, *, eps: float, queries:
         margin_best = margin(two_logits(model, x_best), y)
         used = torch.ones(n, dtype=torch.long, device=x.device)
         for it in range(n_iters):
-            active = (margin_best > 0).nonzero().flatten()
+            active = ((margin_best > 0) if early_stop
+                      else torch.ones_like(margin_best, dtype=torch.bool)).nonzero().flatten()
             if active.numel() == 0:
                 break
             m = active.numel()

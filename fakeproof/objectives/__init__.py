@@ -92,12 +92,23 @@ def warmup_eps(ap: Any, epoch: float) -> float:
     return float(ap.eps) * min(1.0, max(0.0, float(epoch)) / w)
 
 
+def train_alpha(ap: Any) -> float:
+    """``adv.alpha``, or the paper's step when it is null: ``1.25 * eps`` for fgsm_rs (Wong et
+    al., ICLR 2020), ``2.5 * eps / steps`` for the PGD-based objectives (Madry et al., ICLR
+    2018), which lets ``steps`` steps walk from any start point to the far side of the ball."""
+    if getattr(ap, "alpha", None) is not None:
+        return float(ap.alpha)
+    if ap.method == "fgsm_rs":
+        return 1.25 * float(ap.eps)
+    return 2.5 * float(ap.eps) / max(int(ap.steps), 1)
+
+
 def warmup_budget(ap: Any, epoch: float) -> tuple[float, float]:
     """``(eps, alpha)`` for ``epoch`` under the warm-up: alpha scales with eps, so the PGD steps
     keep walking the same multiple of the radius."""
     eps = warmup_eps(ap, epoch)
-    full = float(ap.eps)
-    return eps, (float(ap.alpha) * eps / full if full > 0 else float(ap.alpha))
+    full, alpha = float(ap.eps), train_alpha(ap)
+    return eps, (alpha * eps / full if full > 0 else alpha)
 
 
 def catastrophic_overfit(prev_val_pgd_acc: Optional[float], val_pgd_acc: Optional[float],
@@ -118,4 +129,4 @@ def catastrophic_overfit(prev_val_pgd_acc: Optional[float], val_pgd_acc: Optiona
 
 __all__ = ["OBJECTIVES", "OVERFIT_DROP", "Objective", "ObjectiveError", "catastrophic_overfit",
            "fgsm_rs_objective", "get_objective", "mart_objective", "pgd_objective",
-           "trades_objective", "warmup_budget", "warmup_eps"]
+           "trades_objective", "train_alpha", "warmup_budget", "warmup_eps"]
