@@ -25,7 +25,8 @@ from pathlib import Path
 
 from fakeproof.config import default_params, load_params, params_from_dict
 from fakeproof.data import DataPaths
-from fakeproof.evaluate import eps_label, run_evaluate
+from fakeproof.evaluate import run_evaluate
+from fakeproof.under_attack import eps_label
 from fakeproof.train import run_pretrain
 
 
@@ -42,7 +43,7 @@ def one_preset(params, paths: DataPaths, preset: str, severities: list[int], out
                  out / "plots", out_corruptions=out / "corruptions.json")
     e = json.loads((out / "eval.json").read_text())["models"]["clean"]
     eps = eps_label(ep.headline_eps)
-    clean, pgd = e["test_clean"]["frame"], e["attacks"]["pgd"][eps]["frame"]
+    clean, pgd = e["test_clean"]["frame"], e["attacks"]["pgd"][eps]["frame"]  # deployed boundary
     val = json.loads((out / "pretrain.json").read_text())
     return {"preset": preset, "val_auc": val["val_auc"], "clean": clean, "pgd": pgd,
             "corr": tuple(e["corruptions"]["mean_corruption_auc"][k] for k in ("auc", "auc_lo", "auc_hi")),
@@ -50,7 +51,10 @@ def one_preset(params, paths: DataPaths, preset: str, severities: list[int], out
 
 
 def ci(m: dict, key: str = "auc") -> str:
-    return f"{m[key]:.3f} [{m[key + '_lo']:.3f}, {m[key + '_hi']:.3f}]"
+    lo, hi = m.get(key + "_lo"), m.get(key + "_hi")
+    if lo is None or hi is None:
+        return f"{m[key]:.3f} [not estimable]"
+    return f"{m[key]:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def main() -> None:

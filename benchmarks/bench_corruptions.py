@@ -33,7 +33,9 @@ from _photos import load_photos
 from fakeproof.config import CORRUPTION_NAMES, load_params, params_from_dict, default_params
 from fakeproof.corruption_sweep import corrupted_logits
 from fakeproof.data import DataPaths, FaceDataset, make_loader
-from fakeproof.evaluate import corruption_results, level_metrics
+from fakeproof.boundary import Boundary
+from fakeproof.evaluate import corruption_results
+from fakeproof.intervals import level_metrics
 from fakeproof.models import create_model, load_checkpoint
 from fakeproof.runtime import frozen_on
 from fakeproof.predict import logits_of
@@ -170,7 +172,8 @@ def main() -> None:
         results = {}
         for name, m in models.items():
             z, _ = logits_of(m, make_loader(ds, args.batch_size), name)
-            results[name] = {"test_clean": level_metrics(frames, z, ep.video_agg, ep.bootstrap)}
+            results[name] = {"test_clean": level_metrics(frames, z, Boundary(), ep.video_agg,
+                                                         ep.bootstrap), "boundary": Boundary()}
         t0 = time.perf_counter()
         corruption_results(frames, sweep, results, ep)
         metrics_s = time.perf_counter() - t0

@@ -34,6 +34,7 @@ from bench_crop import make_clips
 from fakeproof.config import params_from_dict
 from fakeproof.detect import load_detector, score_paths
 from fakeproof.models import create_model, model_config, save_checkpoint
+from fakeproof.boundary import Boundary
 from fakeproof.recipe import build_recipe
 
 SECTIONS = ("data", "frames", "faces", "split", "model", "train", "adv", "eval")
@@ -45,7 +46,7 @@ def checkpoint(path: Path, name: str, frames: int) -> Path:
     raw.update(frames={"count": frames}, faces={"image_size": size}, model={"name": name})
     torch.manual_seed(0)
     save_checkpoint(path, create_model(name).eval(),
-                    {"recipe": build_recipe(params_from_dict(raw, "bench"), threshold=0.5)})
+                    {"recipe": build_recipe(params_from_dict(raw, "bench"), Boundary())})
     return path
 
 

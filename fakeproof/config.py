@@ -212,7 +212,8 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class AdvParams:
-    eps: float = Eps("4/255", doc="training perturbation budget (L-inf, pixel units)")
+    eps: float = Eps("2/255", doc="training perturbation budget (L-inf, pixel units); the demo's "
+                                 "largest that works (README: 4/255 stays below chance on val)")
     alpha: Optional[float] = Eps(None, doc="attack step size while training; null: the paper's "
                                            "(2.5 * eps / steps for pgd, trades, mart (Madry et al. "
                                            "2018); 1.25 * eps for fgsm_rs (Wong et al. 2020))")
@@ -222,15 +223,15 @@ class AdvParams:
                                             "0: every example adversarial (Madry et al. 2018)")
     method: Literal["pgd", "fgsm_rs", "trades", "mart"] = "pgd"  # fakeproof/objectives
     beta: float = Num(6.0, 0.0, 1000.0, "weight of the KL term of trades and mart (papers: 6)")
-    warmup_epochs: int = Num(0, 0, 10000, "epochs over which eps ramps linearly from 0")
-    epochs: int = Num(10, 1, 10000)
+    warmup_epochs: int = Num(2, 0, 10000, "epochs over which eps ramps linearly from 0")
+    epochs: int = Num(20, 1, 10000)
     lr: float = Num(2e-3, 0.0, 10.0)
     seed: int = Num(0, 0)
     select_steps: int = Num(10, 1, 10000, "PGD steps of the val attack that selects the robust "
                                           "checkpoint; must exceed adv.steps")
     select_seed: int = Num(1, 0, doc="seed of that val attack (never the training attack's)")
     val_eps: list[float] = field(
-        default_factory=lambda: ["2/255", "4/255", "8/255"],
+        default_factory=lambda: ["1/255", "2/255", "4/255", "8/255"],
         metadata={"fraction": True, "hi": 1.0,
                   "doc": "val-side eps sweep of the chosen model: choose adv.eps on this, not test"})
     select_videos: Optional[int] = Num(None, 0, 10000000, "whole val videos (stratified by "
@@ -249,7 +250,7 @@ class EvalParams:
         default_factory=lambda: [0.0, "2/255", "4/255", "8/255", "16/255"],
         metadata={"fraction": True, "hi": 1.0})
     attacks: list[str] = Opt(lambda: ["fgsm", "pgd", "apgd", "square"])
-    headline_eps: float = Eps("4/255", doc="eps of the headline metrics and the PGD ROC curve")
+    headline_eps: float = Eps("2/255", doc="eps of the headline metrics and the PGD ROC curve")
     pgd_steps: Optional[int] = Num(None, 1, 100000, "null: from eval.preset")
     pgd_alpha: Optional[float] = Eps(None, doc="PGD step; null = 2.5 * eps / pgd_steps per eps "
                                           "(Madry et al. 2018), so every eps of the sweep is reachable")

@@ -30,8 +30,8 @@ from fakeproof.models import create_model, save_checkpoint
 from fakeproof.recipe import build_recipe
 
 SIZE = 16
-EVAL = {"eps": [0, "4/255"], "pgd_steps": 2, "bootstrap": 200, "batch_size": 16,
-        "attack_videos": 0}  # 0: every test video attacked
+EVAL = {"eps": [0, "4/255"], "headline_eps": "4/255", "pgd_steps": 2, "bootstrap": 200,
+        "batch_size": 16, "attack_videos": 0}  # 0: every test video attacked
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

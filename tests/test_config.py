@@ -129,7 +129,7 @@ def test_attacked_videos_come_from_the_preset_unless_set(raw) -> None:
             r = with_value(r, k, v)
         return attack_videos(params_from_dict(r).eval)
 
-    assert videos() == 9  # quick: 9 whole videos
+    assert videos() == 15  # quick: 15 whole videos
     assert videos(("eval.preset", "standard")) is None  # standard: every test video
     assert videos(("eval.preset", "standard"), ("eval.attack_videos", 12)) == 12
     assert videos(("eval.attack_videos", 0)) is None  # 0: every test video under any preset
@@ -169,12 +169,12 @@ def test_params_check_finds_every_drift_in_a_file_it_is_given(tmp_path, capsys) 
     from fakeproof.params_check import drift, main
 
     assert drift(default_params_raw()) == []
-    assert drift(default_params_raw(adv={"eps": 4 / 255})) == []  # "4/255", spelt as a float
-    changed = default_params_raw(adv={"eps": "2/255"})
+    assert drift(default_params_raw(adv={"eps": 2 / 255})) == []  # "2/255", spelt as a float
+    changed = default_params_raw(adv={"eps": "4/255"})
     del changed["train"]["epochs"]
     lines = drift(changed, "p.yaml")
     assert lines == ["p.yaml: train.epochs: missing (default 10)",
-                     f"p.yaml: adv.eps = {2 / 255!r}, default {4 / 255!r}"]
+                     f"p.yaml: adv.eps = {4 / 255!r}, default {2 / 255!r}"]
     f = tmp_path / "params.yaml"
     f.write_text(yaml.safe_dump(changed, sort_keys=False))
     assert main([str(f)]) == 1

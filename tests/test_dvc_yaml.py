@@ -154,7 +154,8 @@ def staged_run(tmp_path_factory) -> Path:
     raw = default_params_raw(
         train={"epochs": 1, "batch_size": 8, "threads": 1},
         adv={"epochs": 1, "steps": 1, "select_steps": 2, "select_videos": 4},
-        eval={"eps": [0, "4/255", "16/255"], "attacks": ["fgsm", "pgd", "apgd", "square"],
+        eval={"eps": [0, "4/255", "16/255"], "headline_eps": "4/255",
+              "attacks": ["fgsm", "pgd", "apgd", "square"],
               "pgd_steps": 2, "apgd_steps": 2, "square_queries": 5, "bootstrap": 20, "gallery": 2})
     (root / "params.yaml").write_text(_yaml.safe_dump(raw))
     before = _files_under(root)

@@ -259,7 +259,8 @@ def test_fakeproof_detect_takes_the_ensemble_checkpoint(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # the stage
 # --------------------------------------------------------------------------------------------
-EVAL = {"eps": [0, "4/255", "16/255"], "attacks": ["fgsm", "pgd", "apgd", "square"],
+EVAL = {"eps": [0, "4/255", "16/255"], "headline_eps": "4/255",
+        "attacks": ["fgsm", "pgd", "apgd", "square"],
         "pgd_steps": 2, "apgd_steps": 2, "square_queries": 5, "bootstrap": 20, "batch_size": 16,
         "min_videos": 2}
 

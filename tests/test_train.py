@@ -254,7 +254,7 @@ def test_checkpoints_carry_a_val_threshold_and_the_recipe(trained) -> None:
 
 def test_adv_finetune_reports_a_val_eps_sweep_with_a_stronger_select_attack(trained) -> None:
     saved = json.loads((trained["root"] / "run1" / "finetune.json").read_text())
-    assert set(saved["val_sweep"]) == {"2/255", "4/255", "8/255"}
+    assert set(saved["val_sweep"]) == {"1/255", "2/255", "4/255", "8/255"}
     assert saved["selection"]["attack"].startswith("PGD-10")
     assert saved["selection"]["rule"].startswith("max worst-class robust recall")
     accs = [saved["val_sweep"][k]["pgd_acc"] for k in ("2/255", "4/255", "8/255")]

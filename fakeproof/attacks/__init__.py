@@ -50,14 +50,15 @@ class Budget:
 
 
 #: Named budgets, as AutoAttack's ``set_version``. ``quick`` is the demo and test budget: short
-#: attacks on 9 whole test videos (the demo's three strata, real / face swap / self-blended, three
-#: videos each), so the demo runs in minutes on 2 CPU cores; ``standard`` follows AutoAttack's
+#: attacks on 15 whole test videos (the demo's three strata, real / face swap / self-blended, five
+#: videos each, so each class has ``eval.min_videos`` videos and its intervals are estimable),
+#: so the demo runs in minutes on 2 CPU cores; ``standard`` follows AutoAttack's
 #: standard recipe for a two-class model (APGD-CE at 100 iterations, here with 5 restarts since
 #: the targeted APGD-T and FAB-T need more than two classes; Square at 5,000 queries) plus PGD-50
 #: with 3 restarts, on every test video. Publish only ``standard``.
 PRESETS: dict[str, Budget] = {
     "quick": Budget(pgd_steps=10, pgd_restarts=1, apgd_steps=10, apgd_restarts=1,
-                    square_queries=100, videos=9),
+                    square_queries=100, videos=15),
     "standard": Budget(pgd_steps=50, pgd_restarts=3, apgd_steps=100, apgd_restarts=5,
                        square_queries=5000, videos=0),
 }
