@@ -1,7 +1,8 @@
 """A checkpoint's decision boundary, as part of the model that is scored and attacked.
 
 A deployed detector does not decide at ``logit = 0``: it maps its logit ``z`` to a calibrated
-``P(fake) = sigmoid(a z + b)`` (Platt scaling fitted on val, :func:`fakeproof.calibration.fit_platt`)
+``P(fake) = sigmoid(a z + b)`` (Platt scaling fitted on val,
+:func:`fakeproof.calibration.fit_platt`)
 and calls a face fake when that probability is above the val-chosen threshold ``t``
 (:func:`fakeproof.metrics.best_threshold`). Both are stored in the checkpoint's recipe
 (:mod:`fakeproof.recipe`) and used by ``fakeproof detect`` and the web page.
@@ -74,7 +75,7 @@ class Boundary:
 
     @classmethod
     def from_recipe(cls, recipe: Mapping[str, Any]) -> "Boundary":
-        """The boundary stored in a checkpoint's recipe (``platt_a``, ``platt_b``, ``threshold``)."""
+        """The boundary stored in a recipe (``platt_a``, ``platt_b``, ``threshold``)."""
         return cls(float(recipe["platt_a"]), float(recipe["platt_b"]), float(recipe["threshold"]))
 
     @classmethod

@@ -1,8 +1,9 @@
 """Metrics at a deployed boundary, with intervals that mean what they say, and paired differences.
 
-- :func:`level_metrics`: frame- and video-level metrics of decision logits (:mod:`fakeproof.boundary`:
-  ``d > 0`` is a fake at the deployed boundary; a video's score is the aggregate of its frames'
-  calibrated P(fake), compared with the checkpoint's threshold, as ``fakeproof detect`` decides),
+- :func:`level_metrics`: frame- and video-level metrics of decision logits
+  (:mod:`fakeproof.boundary`: ``d > 0`` is a fake at the deployed boundary; a video's score is
+  the aggregate of its frames' calibrated P(fake), compared with the checkpoint's threshold, as
+  ``fakeproof detect`` decides),
   each with a 95 % BCa interval that resamples whole videos within strata of label and
   manipulation method (:func:`fakeproof.bootstrap.video_bootstrap`); below ``eval.min_videos``
   videos of a class the interval is "not estimable", never zero width.

@@ -17,8 +17,8 @@ of both classes right under attack.
 An epoch **qualifies** only if it keeps a share ``adv.select_auc_keep`` of the clean model's val
 AUC above chance, ``AUC - 0.5 >= keep * (AUC_clean - 0.5)``: robustness bought by forgetting the
 task is not selectable, and neither is a **one-class** epoch (a clean recall under
-``ONE_CLASS_RECALL`` = 5 %, the threshold of evaluate's ``one_class`` flag, for either class at its boundary), which ranks below every other epoch
-whatever its numbers. Among qualifying epochs the highest worst-class robust recall wins (ties:
+``ONE_CLASS_RECALL`` = 5 %, the threshold of evaluate's ``one_class`` flag, for either class at
+its boundary), which ranks below every other epoch whatever its numbers. Among qualifying epochs the highest worst-class robust recall wins (ties:
 higher robust balanced accuracy, then higher clean val AUC). If no epoch qualifies, the best
 non-qualifying one is kept, the stage says so (one log line, ``selection.qualified: false`` in
 ``metrics/finetune.json`` and the checkpoint) and evaluate's ``selection_failed`` flag fires.
@@ -83,4 +83,5 @@ def selection_score(c: Candidate, clean_val_auc: float, keep: float) -> tuple[fl
     return float(score), q
 
 
-__all__ = ["Candidate", "ONE_CLASS_RECALL", "QUALIFY_BONUS", "SELECTION_RULE", "qualifies", "selection_score"]
+__all__ = ["Candidate", "ONE_CLASS_RECALL", "QUALIFY_BONUS", "SELECTION_RULE", "qualifies",
+           "selection_score"]

@@ -268,9 +268,13 @@ def _val_logits(model: nn.Module, val_ds: FaceDataset, batch_size: int, device: 
 
 
 def _val_scores(model: nn.Module, val_ds: FaceDataset, batch_size: int,
-                device: torch.device = torch.device("cpu")) -> dict:
+                device: torch.device = torch.device("cpu"), calibrate: bool = True) -> dict:
+    """Val AUC (the pretrain selection) and balanced accuracy and accuracy at the boundary this
+    epoch would ship with (Platt and threshold fitted on val, :func:`fit_boundary`), never at
+    P(fake) = 0.5, where a class-balanced model may call every face one class."""
     logits, labels = _val_logits(model, val_ds, batch_size, device)
-    m = binary_metrics(labels, proba(logits), scores=logits)
+    boundary, _ = fit_boundary(logits, labels, calibrate)
+    m = binary_metrics(labels, boundary.p_fake(logits), boundary.threshold, scores=logits)
     return {"val_auc": m["auc"], "val_bacc": m["bacc"], "val_acc": m["acc"], "select": m["auc"]}
 
 
@@ -325,7 +329,8 @@ def run_pretrain(params: Params, paths: DataPaths, out_model: Path, out_metrics:
                                  "train": as_dict(tp)},
                                 [paths.store, paths.faces_csv, paths.splits_csv])
     best, curve = _fit(model, train_ds, tp, rt, tp.epochs, tp.lr, tp.seed, _clean_loss(rt),
-                       score=lambda m: _val_scores(m, val_ds, tp.batch_size, rt.device),
+                       score=lambda m: _val_scores(m, val_ds, tp.batch_size, rt.device,
+                                                   params.eval.calibrate),
                        tb_dir=tb_dir, tag="pretrain", resume=resume, fp=fp)
     if not rt.main:
         runtime.teardown()

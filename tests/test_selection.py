@@ -78,9 +78,9 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("known")
     paths = build_store(root / "data", {"train": 16, "val": 8, "test": 8}, frames=4, size=32,
                         shift=24 / 255)
-    params = tiny_params(train={"epochs": 3}, adv={"eps": EPS, "alpha": None, "steps": 5,
-                                                   "epochs": 8, "clean_share": 0.0,
-                                                   "select_steps": 10})
+    adv = {"eps": EPS, "alpha": None, "steps": 5, "epochs": 8, "clean_share": 0.0,
+           "warmup_epochs": 0, "select_steps": 10}
+    params = tiny_params(train={"epochs": 3}, adv=adv)
     run_pretrain(params, paths, root / "clean.pt", root / "pre.json", root / "pre.csv", root / "tb")
     fine = run_adv_finetune(params, paths, root / "clean.pt", root / "robust.pt", root / "ft.json",
                             root / "ft.csv", root / "tb2")
