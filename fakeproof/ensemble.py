@@ -173,16 +173,23 @@ def fit_robust_weights(members: Mapping[str, Member], z_val: np.ndarray, val_ds:
     """``ensemble.fit: robust``: weights minimising the val log loss of clean **and adversarial**
     val faces, the adversarial ones crafted on the ensemble itself (PGD at
     ``eval.headline_eps`` with the evaluate budget, aimed at the ensemble's own val boundary),
-    so the fit rewards members that stay right under attack on the fused model. The attack
-    depends on the weights, so fit and attack alternate ``rounds`` times from the clean fit
-    (as adversarial training alternates crafting and fitting). Returns the weights and, per
-    round, the clean and adversarial val log loss."""
+    so the fit rewards members that stay right under attack on the fused model.
+
+    The attack depends on the weights, so crafting and fitting alternate ``rounds`` times from
+    the clean fit, and the adversarial faces of **every** round are kept (each round's attack
+    aims at the previous round's weights; the fit must hold against all of them, as a double
+    oracle does). Without that memory the alternation oscillates: on the demo, round 2's faces,
+    crafted on an ensemble that gave the clean member no weight, did not attack it, and a refit
+    on them alone gave it weight again. Clean and adversarial rows weigh the same in the loss.
+    Returns the weights and, per round, the clean and (mean) adversarial val log loss before
+    and after that round's fit."""
     names = list(members)
     y = val_ds.labels.astype(float)
     weights = fit_weights(z_val, y, "logloss")
     history = []
     frames = val_ds.frames.reset_index(drop=True)
     index = np.arange(len(val_ds))
+    adv_rows: list[np.ndarray] = []
     for r in range(rounds):
         ens = frozen_on(Ensemble([members[n] for n in names], names, weights),
                         next(members[names[0]].parameters()).device)
@@ -192,14 +199,20 @@ def fit_robust_weights(members: Mapping[str, Member], z_val: np.ndarray, val_ds:
                                                  frames["key"].tolist()),
                                  ["pgd"], ep.headline_eps, eval_budget(ep), ep.seed + 1 + r,
                                  also_score=members)
-        z_adv = np.stack([res.transfer[n]["pgd"] for n in names], axis=1)
-        before = {"clean": log_loss(z_val @ weights, y), "adv": log_loss(z_adv @ weights, y)}
-        weights = fit_weights(np.vstack([z_val, z_adv]), np.r_[y, y], "robust")
-        history.append({"round": r + 1, "before": before,
-                        "after": {"clean": log_loss(z_val @ weights, y),
-                                  "adv": log_loss(z_adv @ weights, y)},
+        adv_rows.append(np.stack([res.transfer[n]["pgd"] for n in names], axis=1))
+        z_adv = np.vstack(adv_rows)
+        y_adv = np.tile(y, len(adv_rows))
+
+        def losses(w: np.ndarray) -> dict[str, float]:
+            return {"clean": log_loss(z_val @ w, y), "adv": log_loss(z_adv @ w, y_adv)}
+
+        before = losses(weights)
+        weights = fit_weights(np.vstack([np.tile(z_val, (len(adv_rows), 1)), z_adv]),
+                              np.r_[y_adv, y_adv], "robust")
+        history.append({"round": r + 1, "before": before, "after": losses(weights),
                         "weights": dict(zip(names, map(float, weights)))})
-    return weights, {"rounds": history, "attack": f"pgd at {eps_label(ep.headline_eps)}"}
+    return weights, {"rounds": history, "attack": f"pgd at {eps_label(ep.headline_eps)}",
+                     "adversarial_rows": int(sum(len(a) for a in adv_rows))}
 
 
 def ensemble_recipe(params: Params, boundary: Boundary, first_member: str) -> dict[str, Any]:
