@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fakeproof.boundary import Boundary
 from fakeproof.cli import main
 from fakeproof.models import create_model, save_checkpoint
 from fakeproof.recipe import build_recipe
@@ -63,7 +64,7 @@ def site(tmp_path_factory):
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_var.uniform_(0.05, 0.2)
     save_checkpoint(root / "models" / "demo.pt", model.eval(),
-                    {"recipe": build_recipe(params, threshold=0.5)})
+                    {"recipe": build_recipe(params, Boundary())})
     make_face_clip(root / "clip.mp4", size=128, n_frames=8, fps=8)
 
     port = free_port()
