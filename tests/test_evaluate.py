@@ -10,7 +10,6 @@ the gradient-free Square attack still flips samples, so gradient masking must be
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
