@@ -30,9 +30,9 @@ from fakeproof.faces import crop_face
 from fakeproof.store import DATA_FILE, ENCODINGS, FaceStoreWriter, face_key
 
 ENC_LABEL = {"raw": "raw", "png": "png", "jpeg": "jpeg95"}
-# Training images/s of mobilenet_v3_small (batch 32, 2 threads) on an idle 2-core machine, from
-# docs/DESIGN.md: the bar to compare with when this machine is busy (measured training collapses
-# under load, which flatters the ratio).
+# Training images/s of mobilenet_v3_small (batch 32, 2 threads) measured with this script's own
+# training loop on the project's 2-core machine while it was idle: the bar to compare with when
+# the machine is busy (training measured under load collapses, which flatters the ratio).
 from _photos import load_photos
 
 REFERENCE_TRAIN = {128: 246.0, 224: 88.0}
@@ -152,7 +152,7 @@ def main() -> None:
         vs_ref = f"{s0cpu / ref:>9.1f}x" if ref else f"{'-':>10}"
         print(f"{size:>4}  {enc:>8}  {per_crop:>10,.0f}  {enc_ms:>12.2f}  {s0:>8,.0f}  {s0cpu:>12,.0f}  "
               f"{s2:>8,.0f}  {train:>11.0f}  {max(s0, s2) / train:>11.1f}x  {vs_ref}")
-    print("1 core/ref: one loading core (0w img/CPU-s) against the idle-machine training speed of DESIGN.md "
+    print("1 core/ref: one loading core (0w img/CPU-s) against the idle-machine training speed "
           f"({', '.join(f'{k} px: {v:g} img/s' for k, v in REFERENCE_TRAIN.items())})")
 
 

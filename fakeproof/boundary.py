@@ -111,6 +111,16 @@ class Deployed(nn.Module):
         return z * self.scale + self.shift
 
 
+def class_recalls(labels: Any, decision: Any) -> tuple[float, float]:
+    """``(TPR, TNR)`` of decision logits at their boundary (``> 0`` is fake); NaN for a class
+    that is absent."""
+    y = np.asarray(labels).reshape(-1) == 1
+    fake = as_logit_array(decision) > 0
+    tpr = float(np.mean(fake[y])) if y.any() else float("nan")
+    tnr = float(np.mean(~fake[~y])) if (~y).any() else float("nan")
+    return tpr, tnr
+
+
 def fit_boundary(logits: Any, labels: Any, calibrate: bool = True) -> tuple[Boundary, bool]:
     """The boundary fitted on val: Platt ``(a, b)`` (identity when ``calibrate`` is False or the
     fit is degenerate) and the threshold on the calibrated P(fake) that maximises val balanced
@@ -123,4 +133,4 @@ def fit_boundary(logits: Any, labels: Any, calibrate: bool = True) -> tuple[Boun
     return Boundary(a, b, best_threshold(labels, p)), ok
 
 
-__all__ = ["Boundary", "Deployed", "fit_boundary", "logit"]
+__all__ = ["Boundary", "Deployed", "class_recalls", "fit_boundary", "logit"]

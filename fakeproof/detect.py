@@ -448,9 +448,7 @@ def robustness(bundle: Bundle, result: Result, *, eps: float = 2 / 255, steps: i
     x = to_unit(result.crops[torch.from_numpy(idx)], bundle.device)
     y = torch.full((len(idx),), int(result.label == "fake"), dtype=torch.long, device=bundle.device)
     deployed = Deployed(bundle.model, bundle.boundary)
-    budget = Budget(pgd_steps=steps, pgd_restarts=1, apgd_steps=1, apgd_restarts=1,
-                    square_queries=1)
-    res = score_under_attack(deployed, [(x, y, "file")], ["pgd"], eps, budget, seed)
+    res = score_under_attack(deployed, [(x, y, "file")], ["pgd"], eps, Budget.pgd_only(steps), seed)
     clean = bundle.boundary.p_from_decision(res.clean)
     attacked = bundle.boundary.p_from_decision(res.by_attack["pgd"])
     p0, p1 = _aggregate(clean, bundle.video_agg), _aggregate(attacked, bundle.video_agg)

@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from fakeproof.attacks import Budget, check_attack_names, resolve_budget
 from fakeproof.bootstrap import ece_interval
-from fakeproof.boundary import Boundary, Deployed
+from fakeproof.boundary import Boundary, Deployed, class_recalls
 from fakeproof.calibration import calibration_report, reliability_points
 from fakeproof.config import EvalParams, Params, as_dict
 from fakeproof.corruption_sweep import Sweep, corrupted_logits, mean_auc_interval
@@ -157,8 +157,7 @@ def evaluate_model(name: str, model: Deployed, ds: FaceDataset, ep: EvalParams,
     table = pd.DataFrame(rows)
     flags = sanity_flags(table, sample_clean["frame"]["acc"], len(sample.index), spread,
                          reference_spread, attacks=list(ep.attacks),
-                         recalls=(test_clean["frame"]["recall"],
-                                  _tnr(frames["label"].to_numpy(), clean_logits)),
+                         recalls=class_recalls(frames["label"].to_numpy(), clean_logits),
                          unbounded_acc=unbounded_acc, selection=selection)
     for k, v in flags.items():
         if isinstance(v, dict) and v.get("fired"):
@@ -184,11 +183,6 @@ def _attacked_metrics(frames: pd.DataFrame, z: np.ndarray, boundary: Boundary, e
     aggregate of frame-level attacks (no attack aimed at the video score)."""
     m = level_metrics(frames, z, boundary, ep.video_agg, n_boot, ep.seed, ep.min_videos)
     return {"frame": m["frame"], "video_of_frame_attacks": m["video"]}
-
-
-def _tnr(labels: np.ndarray, decision: np.ndarray) -> float:
-    real = labels == 0
-    return float(np.mean(decision[real] <= 0)) if real.any() else float("nan")
 
 
 def _row(model: str, attack: str, eps: float, m: dict, asr: float) -> dict[str, Any]:

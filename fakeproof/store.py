@@ -22,33 +22,17 @@ Reading. :class:`FaceStore` opens the environment lazily, once per process
 DataLoader workers (fork or spawn). Decoding uses ``torchvision.io`` (libpng, libjpeg-turbo),
 which measured faster than PIL for both formats.
 
-Choice of the default encoding (``faces.encoding``), measured with
-``python benchmarks/bench_loader.py --repeats 3`` on 2,000 face crops cut with the stage's crop
-policy from the demo photos, on the 2-core machine while it was shared (load average about 7).
-"1 core" is FaceDataset images per CPU-second with 0 workers (read + decode + to float tensor +
-collate, all on one thread): the speed of one idle core, unaffected by the load. Training
-reference: mobilenet_v3_small, 1 logit, forward+backward, batch 32, 2 threads, idle machine
-(docs/DESIGN.md): 246 img/s at 128 px, 88 img/s at 224 px (under this load it measured 3-4).
-Bytes per crop include LMDB's 4 KiB overflow pages::
-
-    px   encoding  bytes/crop  write CPU ms  1 core img/s  vs training   wall 0w / 2w img/s
-    128  raw           53,289          0.13        11,817        48x        5,882 / 2,383
-    128  png           32,012          1.43         1,345       5.5x          654 /   585
-    128  jpeg95        12,329          0.24         3,431        14x        1,711 /   896
-    224  raw          151,593          0.45         4,226        48x        2,090 /   602
-    224  png           83,663          4.09           530       6.0x          353 /   289
-    224  jpeg95        26,845          0.44         1,442        16x          714 /   481
-
-Every encoding feeds training at over 3x its speed from a single core, so the choice is about
-size and fidelity. PNG is lossless (the detector sees exactly the crop cut from the frame) at
-0.55-0.6x raw size; JPEG 95 is 2.6-3.1x smaller again and decodes 2.5-2.7x faster, but
-re-compresses crops of frames that were already JPEG, which blurs the high-frequency blending
-traces detectors learn from. Default: ``png`` (kept). ``jpeg`` suits very large datasets where
-disk matters more; ``raw`` suits small stores read many times. PNG uses zlib level 1
-(:data:`PNG_COMPRESS_LEVEL`): against PIL's default level 6 it is 8-9% larger and decodes about
-10% slower, but encodes 2.6x (128 px) to 3.6x (224 px) faster, which keeps the crop stage near
-bare MTCNN speed
-(``benchmarks/bench_crop.py``).
+Choice of the default encoding (``faces.encoding``): ``python benchmarks/bench_loader.py`` prints,
+per encoding and crop size, bytes per crop, write cost and decode speed against training speed
+(README, "Benchmarks", has the table measured on the project's 2-core machine). Every encoding
+fed training well ahead of its speed from a single core there, so the choice is about size and
+fidelity. PNG is lossless (the detector sees exactly the crop cut from the frame) at about 0.6x
+raw size; JPEG 95 is smaller again and decodes faster, but re-compresses crops of frames that
+were already JPEG, which blurs the high-frequency blending traces detectors learn from. Default:
+``png``. ``jpeg`` suits very large datasets where disk matters more; ``raw`` suits small stores
+read many times. PNG uses zlib level 1 (:data:`PNG_COMPRESS_LEVEL`): slightly larger than PIL's
+default level 6 and a little slower to decode, but several times faster to encode, which keeps
+the crop stage near bare MTCNN speed (``benchmarks/bench_crop.py``).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ from fakeproof import runtime
 from fakeproof.runtime import Runtime
 
 from fakeproof.accumulate import accumulated_backward, micro_batches
-from fakeproof.boundary import Boundary, Deployed, fit_boundary
+from fakeproof.boundary import Boundary, Deployed, class_recalls, fit_boundary
 from fakeproof.config import AdvParams, Params, TrainParams, as_dict
 from fakeproof.data import DataPaths, FaceDataset, collate_faces, make_loader
 from fakeproof.data import _worker_init as worker_init
@@ -371,18 +371,15 @@ def val_attacked(model: nn.Module, val_ds: FaceDataset, boundary: Boundary, *, e
     model.eval()
     try:
         deployed = Deployed(model, boundary)
-        budget = Budget(pgd_steps=steps, pgd_restarts=1, apgd_steps=1, apgd_restarts=1,
-                        square_queries=1)
         res = score_under_attack(deployed, dataset_batches(val_ds, sample.index, batch_size,
                                                            sample.frames["key"].tolist()),
-                                 ["pgd"], eps, budget, seed)
+                                 ["pgd"], eps, Budget.pgd_only(steps), seed)
     finally:
         model.train(was)
-    y, robust = res.labels, res.worst > 0
-    tpr = float(np.mean(robust[y == 1])) if np.any(y == 1) else float("nan")
-    tnr = float(np.mean(~robust[y == 0])) if np.any(y == 0) else float("nan")
+    y = res.labels
+    tpr, tnr = class_recalls(y, res.worst)
     return {"tpr": tpr, "tnr": tnr, "min_recall": min(tpr, tnr), "bacc": (tpr + tnr) / 2,
-            "acc": float(np.mean(robust == (y == 1))), "n": int(len(y)),
+            "acc": float(np.mean((res.worst > 0) == (y == 1))), "n": int(len(y)),
             "videos": int(sample.frames["video_id"].nunique())}
 
 
@@ -399,19 +396,14 @@ def _adv_val_scores(model: nn.Module, val_ds: FaceDataset, ap: AdvParams, batch_
     rob = val_attacked(model, val_ds, boundary, eps=ap.eps, steps=ap.select_steps,
                        seed=ap.select_seed, batch_size=batch_size, videos=ap.select_videos,
                        device=device)
-    cand = Candidate(val_auc=clean["auc"], clean_tpr=clean["recall"],
-                     clean_tnr=_tnr(labels, logits, boundary), robust_tpr=rob["tpr"],
-                     robust_tnr=rob["tnr"])
+    clean_tpr, clean_tnr = class_recalls(labels, boundary.decision(logits))
+    cand = Candidate(val_auc=clean["auc"], clean_tpr=clean_tpr, clean_tnr=clean_tnr,
+                     robust_tpr=rob["tpr"], robust_tnr=rob["tnr"])
     score, qualified = selection_score(cand, clean_val_auc, ap.select_auc_keep)
     return {"val_auc": clean["auc"], "val_bacc": clean["bacc"], "val_acc": clean["acc"],
             "val_pgd_bacc": rob["bacc"], "val_pgd_acc": rob["acc"],
             "val_pgd_min_recall": rob["min_recall"], "qualified": float(qualified),
             "select": score}
-
-
-def _tnr(labels: np.ndarray, logits: np.ndarray, boundary: Boundary) -> float:
-    real = np.asarray(labels) == 0
-    return float(np.mean(boundary.decision(logits)[real] <= 0)) if real.any() else float("nan")
 
 
 def _objective_loss(rt: Runtime, ap: AdvParams) -> StepLoss:

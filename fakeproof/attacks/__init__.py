@@ -48,6 +48,13 @@ class Budget:
     pgd_alpha: Optional[float] = None  # None: 2.5 * eps / pgd_steps (pgd's own default)
     videos: int = 0  # whole test videos attacked, stratified by class and method; 0: every one
 
+    @classmethod
+    def pgd_only(cls, steps: int) -> "Budget":
+        """A budget for PGD alone (``steps`` steps, one run): the selection attack of training
+        and the web page's live check."""
+        return cls(pgd_steps=steps, pgd_restarts=1, apgd_steps=1, apgd_restarts=1,
+                   square_queries=1)
+
 
 #: Named budgets, as AutoAttack's ``set_version``. ``quick`` is the demo and test budget: short
 #: attacks on 15 whole test videos (the demo's three strata, real / face swap / self-blended, five
