@@ -70,27 +70,38 @@ def _data_parallel(args: argparse.Namespace, params) -> Optional[dict]:
     return {"nproc": params.train.nproc}
 
 
+def _costed(args: argparse.Namespace, params, train: Callable[[], dict]) -> dict:
+    """Run a training stage (here, or under the data-parallel launcher) and write its cost
+    record (``--cost``: wall time and hardware, :mod:`fakeproof.cost`) from the launching
+    process only."""
+    from fakeproof.cost import write_cost
+    from fakeproof.runtime import in_process_group
+
+    t0 = time.perf_counter()
+    launched = _data_parallel(args, params)
+    stats = launched if launched is not None else train()
+    if not in_process_group():
+        write_cost(args.cost, args.command, time.perf_counter() - t0, params.train.device,
+                   params.train.nproc)
+    return stats
+
+
 def cmd_pretrain(args: argparse.Namespace) -> dict:
     from fakeproof.train import run_pretrain
 
     params = load_params(args.params)
-    launched = _data_parallel(args, params)
-    if launched is not None:
-        return launched
-    return run_pretrain(params, _data(args), Path(args.out), Path(args.metrics),
-                        Path(args.curve), Path(args.tensorboard), Path(args.resume))
+    return _costed(args, params, lambda: run_pretrain(
+        params, _data(args), Path(args.out), Path(args.metrics), Path(args.curve),
+        Path(args.tensorboard), Path(args.resume)))
 
 
 def cmd_adv_finetune(args: argparse.Namespace) -> dict:
     from fakeproof.train import run_adv_finetune
 
     params = load_params(args.params)
-    launched = _data_parallel(args, params)
-    if launched is not None:
-        return launched
-    return run_adv_finetune(params, _data(args), Path(args.clean), Path(args.out),
-                            Path(args.metrics), Path(args.curve), Path(args.tensorboard),
-                            Path(args.resume))
+    return _costed(args, params, lambda: run_adv_finetune(
+        params, _data(args), Path(args.clean), Path(args.out), Path(args.metrics),
+        Path(args.curve), Path(args.tensorboard), Path(args.resume)))
 
 
 def _named_checkpoints(specs: Sequence[str], flag: str = "--checkpoint") -> dict[str, Path]:
@@ -194,7 +205,8 @@ _DATA = (("--store", "face store (LMDB folder)"), ("--faces", "face index CSV"),
 _TRAIN_OUTS = (("--out", "checkpoint to write"), ("--metrics", "metrics JSON to write"),
                ("--curve", "per-epoch curve CSV to write"),
                ("--tensorboard", "TensorBoard log folder (scratch, not a DVC out)"),
-               ("--resume", "resume state file (scratch, not a DVC out; deleted on success)"))
+               ("--resume", "resume state file (scratch, not a DVC out; deleted on success)"),
+               ("--cost", "training cost JSON to write (wall time, hardware)"))
 #: The path arguments of each stage, all required: dvc.yaml is the one place that names paths.
 STAGE_ARGS: dict[str, tuple[tuple[str, str], ...]] = {
     "download": (("--out", "raw data folder to write (holds videos.csv)"),),

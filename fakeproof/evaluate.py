@@ -33,7 +33,9 @@ recipe; the attacks aim at it and every balanced accuracy is taken at it):
 
 Outputs (paths from dvc.yaml): the headline metrics file (small, for ``dvc metrics diff`` and
 ``dvc exp show``: ``eps``, ``sanity_ok`` and per model the five keys of :func:`headline`), the
-detail JSON, the corruption JSON, plot tables and a PNG gallery of adversarial examples.
+detail JSON, the corruption JSON, plot tables, a PNG gallery of adversarial examples, and
+``scores.csv``: every attacked face's decision logit clean and at the headline eps per model
+(:func:`attacked_scores`), which ``fakeproof leaderboard`` pairs across experiments.
 """
 
 from __future__ import annotations
@@ -325,6 +327,25 @@ def model_pairs(results: dict[str, dict], frames: pd.DataFrame, ep: EvalParams
     return out
 
 
+SCORE_COLUMNS = ("model", "key", "video_id", "label", "method", "clean", "attacked")
+
+
+def attacked_scores(results: dict[str, dict], ep: EvalParams) -> pd.DataFrame:
+    """Per face of the attacked sample and per model: the decision logit clean and under the
+    per-face worst case at ``eval.headline_eps`` (``> 0``: fake at the model's deployed
+    boundary). ``fakeproof leaderboard`` pairs these across experiments on the same faces."""
+    lab = eps_label(ep.headline_eps)
+    parts = []
+    for name, r in results.items():
+        if lab not in r["worst"]:
+            continue
+        part = r["sample"].frames.reset_index(drop=True)
+        part = part.assign(model=name, method=part.get("method", ""),
+                           clean=r["clean_logits"][r["sample"].index], attacked=r["worst"][lab])
+        parts.append(part[list(SCORE_COLUMNS)])
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SCORE_COLUMNS)
+
+
 def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path], out_headline: Path,
                  out_detail: Path, plots_dir: Path, cross: Optional[DataPaths] = None,
                  out_corruptions: Optional[Path] = None) -> dict[str, Any]:
@@ -409,6 +430,7 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
     write_csv(plots_dir / "robust_acc.csv", _wide(tables, "acc"))
     write_csv(plots_dir / "robust_bacc.csv", _wide(tables, "bacc"))
     write_csv(plots_dir / "sweep.csv", tables)
+    write_csv(plots_dir / "scores.csv", attacked_scores(results, ep))
     for name, r in results.items():
         for kind, roc in r["rocs"].items():
             write_csv(plots_dir / "roc" / f"{name}_{kind}.csv", roc)

@@ -20,7 +20,8 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from fakeproof.bootstrap import paired_video_bootstrap, video_bootstrap
+from fakeproof.bootstrap import (class_video_counts, clopper_pearson, interval,
+                                 paired_video_bootstrap, resample, video_bootstrap)
 from fakeproof.boundary import Boundary
 from fakeproof.delong import delong_test
 from fakeproof.metrics import aggregate_videos, binary_metrics
@@ -93,6 +94,31 @@ def paired_difference(frames: pd.DataFrame, a: np.ndarray, b: np.ndarray, *, n_b
             "faces": int(len(y)), "videos": int(frames["video_id"].nunique())}
 
 
+def accuracy_interval(frames: pd.DataFrame, correct: np.ndarray, *, n_boot: int, seed: int,
+                      min_videos: int = 2) -> dict[str, Any]:
+    """Accuracy (share of ``correct`` faces) with a 95 % BCa interval over whole videos resampled
+    within label x method strata; exact Clopper-Pearson at the video count where the bootstrap is
+    degenerate; ``acc_lo``/``acc_hi`` None (not estimable) below ``min_videos`` per class."""
+    c = np.asarray(correct, dtype=np.float64).reshape(-1)
+    videos = frames["video_id"].to_numpy()
+    acc = float(c.mean()) if c.size else float("nan")
+    n_real, n_fake = class_video_counts(frames["label"].to_numpy(), videos)
+    reason = (f"{n_real} real / {n_fake} fake videos < {min_videos} per class"
+              if min(n_real, n_fake) < min_videos else None)
+    if reason is not None or not n_boot:
+        return {"acc": acc, "acc_lo": None, "acc_hi": None, "ci_note": reason}
+
+    def stat(w: np.ndarray) -> np.ndarray:
+        return (w @ c) / w.sum(axis=1)
+
+    point, draws, jack = resample(stat, videos, video_strata(frames.reset_index(drop=True)),
+                                  n_boot, seed)
+    n_videos = int(pd.unique(videos).size)
+    lo, hi, method = interval(point[0], draws[:, 0], jack[:, 0], 0.95,
+                              lambda: clopper_pearson(round(acc * n_videos), n_videos))
+    return {"acc": acc, "acc_lo": float(lo), "acc_hi": float(hi), "ci_method": method}
+
+
 def interval_text(lo: Optional[float], hi: Optional[float]) -> str:
     """A 95 % interval as one short string, ``"0.728-1.000"``; ``"n/e"`` when it is not
     estimable (too few videos per class): one column in ``dvc exp show`` instead of two."""
@@ -101,4 +127,4 @@ def interval_text(lo: Optional[float], hi: Optional[float]) -> str:
     return f"{lo:.3f}-{hi:.3f}"
 
 
-__all__ = ["interval_text", "level_metrics", "paired_difference"]
+__all__ = ["accuracy_interval", "interval_text", "level_metrics", "paired_difference"]

@@ -19,7 +19,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 PKG = PROJECT / "fakeproof"
 PACKAGES = {"attacks", "sources", "demo", "corruptions", "models", "objectives"}  # sub-packages depended on as whole folders
 ENTRY = {"download": "ingest", "extract_frames": "frames", "crop_faces": "faces", "split": "splits",
-         "pretrain": "train", "adv_finetune": "train", "evaluate": "evaluate",
+         "pretrain": "train cost", "adv_finetune": "train cost", "evaluate": "evaluate",
          "ensemble": "ensemble"}
 
 
@@ -83,7 +83,7 @@ def closure(start: list[str], top_level_only_first: bool = False) -> set[str]:
 
 def code_deps(stage: str) -> set[str]:
     mods = closure(["fakeproof.cli"], top_level_only_first=True) - {"fakeproof.cli"}
-    mods |= closure([f"fakeproof.{ENTRY[stage]}"])
+    mods |= closure([f"fakeproof.{m}" for m in ENTRY[stage].split()])
     deps = {"fakeproof/cli.py", f"stages/{stage}.py"}
     for m in mods:
         parts = m.split(".")
