@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.fakeproof-installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test test-fast check-params install bench clean-venv app
+.PHONY: demo test test-fast check-params install bench clean-venv app leaderboard
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-app.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -51,6 +51,12 @@ BASE ?= main
 .PHONY: report
 report: $(STAMP)
 	@$(VENV)/bin/fakeproof report --base $(BASE)
+
+# The robust-detector leaderboard (README): ranks the experiments that exist, or first runs a grid:
+#   make leaderboard ARGS="--grid model.name=smallcnn,mobilenet_v3_small --grid adv.method=pgd,trades"
+ARGS ?= --from-exps
+leaderboard: $(STAMP)
+	@$(VENV)/bin/fakeproof leaderboard $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

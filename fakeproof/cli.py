@@ -178,6 +178,20 @@ def cmd_models(args: argparse.Namespace) -> dict:
     return {}
 
 
+def cmd_leaderboard(args: argparse.Namespace) -> dict:
+    from fakeproof.leaderboard import run_leaderboard
+
+    if args.from_exps and args.grid:
+        raise ParamsError("leaderboard: give --grid or --from-exps, not both")
+    if (args.set or args.seeds) and not args.grid:
+        raise ParamsError("leaderboard: --set and --seeds shape a --grid; give --grid KEY=V1,V2")
+    groups = run_leaderboard(Path("."), Path(args.out), grid=args.grid or (), fixed=args.set or (),
+                             seeds=args.seeds, jobs=args.jobs, targets=args.target or ("evaluate",),
+                             revs=args.rev or (), all_commits=args.all_commits)
+    print((Path(args.out) / "leaderboard.md").read_text())
+    return {"groups": len(groups)}
+
+
 def cmd_report(args: argparse.Namespace) -> dict:
     from fakeproof.report import run_report
 
@@ -197,6 +211,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], dict], str]] = {
     "detect": (cmd_detect, "score videos or images with a trained checkpoint"),
     "models": (cmd_models, "list the registered detectors"),
     "report": (cmd_report, "Markdown: changed headline metrics and plots against a git revision"),
+    "leaderboard": (cmd_leaderboard, "rank experiments (or a grid it runs) by robust balanced "
+                                     "accuracy, with paired differences"),
 }
 
 
@@ -253,6 +269,25 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--bootstrap", type=int, help="bootstrap draws (default: eval.bootstrap)")
             for flag, what in _DATA:
                 p.add_argument(flag, help=f"test {what} (default: dvc.yaml's vars)")
+        if name == "leaderboard":
+            p.add_argument("--grid", action="append", metavar="KEY=V1,V2",
+                           help="a grid axis (repeatable); cells not yet measured are queued and "
+                           "run as DVC experiments")
+            p.add_argument("--set", action="append", metavar="KEY=V",
+                           help="an override every grid cell shares (repeatable)")
+            p.add_argument("--seeds", type=int, help="repeat each cell with train.seed = adv.seed "
+                           "= 0..N-1 and report the spread")
+            p.add_argument("-j", "--jobs", type=int, default=1, help="queue workers (default 1)")
+            p.add_argument("--target", action="append", metavar="STAGE",
+                           help="stage each cell runs up to (default: evaluate)")
+            p.add_argument("--from-exps", action="store_true",
+                           help="rank the experiments that exist (the default without --grid)")
+            p.add_argument("--rev", action="append", metavar="REV",
+                           help="also experiments of this git revision (as dvc exp show --rev)")
+            p.add_argument("-A", "--all-commits", action="store_true",
+                           help="experiments of every commit (as dvc exp show -A)")
+            p.add_argument("--out", default="build/leaderboard",
+                           help="folder for leaderboard.md, .json and .png (default: build/leaderboard)")
         if name == "report":
             p.add_argument("--base", default="main", help="git revision to compare with (default: main)")
         if name == "detect":
@@ -289,7 +324,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"fakeproof {args.command}: error: {msg}", file=sys.stderr)
         return 2
-    if args.command not in ("detect", "models", "report", "compare"):
+    if args.command not in ("detect", "models", "report", "compare", "leaderboard"):
         log.info("stage %s done in %.1fs: %s", args.command, time.perf_counter() - t0,
                  _summary(stats))
     return 0
