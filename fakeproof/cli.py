@@ -187,8 +187,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> dict:
         raise ParamsError("leaderboard: --set and --seeds shape a --grid; give --grid KEY=V1,V2")
     groups = run_leaderboard(Path("."), Path(args.out), grid=args.grid or (), fixed=args.set or (),
                              seeds=args.seeds, jobs=args.jobs, targets=args.target or ("evaluate",),
-                             revs=args.rev or (), all_commits=args.all_commits)
-    print((Path(args.out) / "leaderboard.md").read_text())
+                             revs=args.rev or (), all_commits=args.all_commits,
+                             queue_only=args.queue_only)
+    if groups:
+        print((Path(args.out) / "leaderboard.md").read_text())
     return {"groups": len(groups)}
 
 
@@ -280,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("-j", "--jobs", type=int, default=1, help="queue workers (default 1)")
             p.add_argument("--target", action="append", metavar="STAGE",
                            help="stage each cell runs up to (default: evaluate)")
+            p.add_argument("--queue-only", action="store_true",
+                           help="queue the grid's missing cells and leave running them to "
+                           "workers you start (one per GPU: README)")
             p.add_argument("--from-exps", action="store_true",
                            help="rank the experiments that exist (the default without --grid)")
             p.add_argument("--rev", action="append", metavar="REV",

@@ -65,9 +65,10 @@ def experiments(root: Path, revs: Sequence[str] = (), all_commits: bool = False
 
 
 def run_grid(root: Path, grid: Sequence[str], fixed: Sequence[str], seeds: Optional[int],
-             jobs: int, targets: Sequence[str], revs: Sequence[str], all_commits: bool
-             ) -> list[str]:
-    """Queue and run the grid's cells that no experiment has measured; the cells' identities."""
+             jobs: int, targets: Sequence[str], revs: Sequence[str], all_commits: bool,
+             queue_only: bool = False) -> list[str]:
+    """Queue and (unless ``queue_only``: workers you start, e.g. one per GPU) run the grid's
+    cells that no experiment has measured; the cells' identities."""
     cells = build_cells(grid, fixed, seeds)
     base = (root / "params.yaml")
     import yaml
@@ -83,6 +84,10 @@ def run_grid(root: Path, grid: Sequence[str], fixed: Sequence[str], seeds: Optio
     if todo:
         t0 = time.perf_counter()
         queue_cells(root, todo, list(targets))
+        if queue_only:
+            log.info("leaderboard: %d cells queued; start workers (dvc queue start -j N), then "
+                     "run this command again to build the table", len(todo))
+            return list(wanted)
         status = run_queue(root, jobs)
         failed = sorted(n for n, s in status.items() if s == "Failed")
         log.info("leaderboard: ran %d cells in %.1f min%s", len(todo),
@@ -94,13 +99,16 @@ def run_grid(root: Path, grid: Sequence[str], fixed: Sequence[str], seeds: Optio
 def run_leaderboard(root: Path, out_dir: Path, grid: Sequence[str] = (),
                     fixed: Sequence[str] = (), seeds: Optional[int] = None, jobs: int = 1,
                     targets: Sequence[str] = ("evaluate",), revs: Sequence[str] = (),
-                    all_commits: bool = False) -> list[Group]:
+                    all_commits: bool = False, queue_only: bool = False) -> list[Group]:
     """Build (and, with ``grid``, first run) the leaderboard; write it under ``out_dir``."""
     root = Path(root)
-    cells = run_grid(root, grid, fixed, seeds, jobs, targets, revs, all_commits) if grid else None
+    cells = (run_grid(root, grid, fixed, seeds, jobs, targets, revs, all_commits, queue_only)
+             if grid else None)
     exps = experiments(root, revs, all_commits)
     if cells is not None:
         exps = [e for e in exps if e.identity in set(cells)]
+    if not exps and queue_only:
+        return []
     if not exps:
         raise LeaderboardError(f"{root}: no experiment with evaluate results; run `dvc repro` or "
                                "give --grid")
