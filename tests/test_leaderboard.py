@@ -47,7 +47,7 @@ def test_grid_table_matches_experiments_and_reruns_nothing(tiny_pipeline: Path,
                                                            tmp_path: Path) -> None:
     repo = copy_repo(tiny_pipeline, tmp_path / "repo")
     first = _leaderboard(repo, tmp_path / "lb1", *GRID)
-    assert "2 already measured" not in first.stderr and "0 already measured, 2 to run" in first.stderr
+    assert "0 already measured, 0 already queued, 2 to run" in first.stderr
     board = json.loads((tmp_path / "lb1" / "leaderboard.json").read_text())
     assert len(board["groups"]) == 1, "both cells share one test set and attack list"
     rows = board["groups"][0]["rows"]
@@ -73,7 +73,7 @@ def test_grid_table_matches_experiments_and_reruns_nothing(tiny_pipeline: Path,
 
     exps_before = dvc("exp", "list", "--name-only", cwd=repo).stdout.split()
     again = _leaderboard(repo, tmp_path / "lb2", *GRID)
-    assert "2 already measured, 0 to run" in again.stderr
+    assert "2 already measured, 0 already queued, 0 to run" in again.stderr
     assert sorted(dvc("exp", "list", "--name-only", cwd=repo).stdout.split()) == sorted(exps_before)
     assert json.loads((tmp_path / "lb2" / "leaderboard.json").read_text()) == board
 

@@ -78,10 +78,14 @@ def run_grid(root: Path, grid: Sequence[str], fixed: Sequence[str], seeds: Optio
         raise LeaderboardError(f"{base}: no params to build the grid's cells from")
     wanted = {typed_key(with_overrides(raw, c), f"cell {c.label}"): c for c in cells}
     have = {e.identity for e in experiments(root, revs, all_commits)}
-    todo = [c for k, c in wanted.items() if k not in have]
-    log.info("leaderboard: grid of %d cells: %d already measured, %d to run", len(wanted),
-             len(wanted) - len(todo), len(todo))
-    if todo:
+    # The queue is the repo's, whatever baseline a task was queued on: never queue a cell twice.
+    pending = {e.identity for e in list_experiments(root, all_commits=True,
+                                                    states=("queued", "running"))}
+    todo = [c for k, c in wanted.items() if k not in have and k not in pending]
+    waiting = sum(1 for k in wanted if k in pending and k not in have)
+    log.info("leaderboard: grid of %d cells: %d already measured, %d already queued, %d to run",
+             len(wanted), len(wanted) - len(todo) - waiting, waiting, len(todo))
+    if todo or waiting:
         t0 = time.perf_counter()
         queue_cells(root, todo, list(targets))
         if queue_only:
@@ -90,7 +94,7 @@ def run_grid(root: Path, grid: Sequence[str], fixed: Sequence[str], seeds: Optio
             return list(wanted)
         status = run_queue(root, jobs)
         failed = sorted(n for n, s in status.items() if s == "Failed")
-        log.info("leaderboard: ran %d cells in %.1f min%s", len(todo),
+        log.info("leaderboard: ran %d cells in %.1f min%s", len(todo) + waiting,
                  (time.perf_counter() - t0) / 60,
                  f"; FAILED: {', '.join(failed)} (dvc queue logs NAME)" if failed else "")
     return list(wanted)

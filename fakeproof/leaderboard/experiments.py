@@ -138,10 +138,11 @@ def _params_of(data: dict) -> Optional[dict]:
     return p.get("data")
 
 
-def list_experiments(root: Path, revs: Sequence[str] = (), all_commits: bool = False
-                     ) -> list[Experiment]:
-    """The workspace, the baseline commit(s) and their experiments that have params (queued
-    and failed tasks have none yet), from ``dvc exp show --json`` (``--rev``, ``-A`` as given)."""
+def list_experiments(root: Path, revs: Sequence[str] = (), all_commits: bool = False,
+                     states: Sequence[Optional[str]] = (None, "success")) -> list[Experiment]:
+    """The workspace, the baseline commit(s) and their experiments in one of ``states`` (None:
+    done, or never queued; ``"queued"``, ``"running"``, ``"failed"``: queue tasks, which have
+    no results of their own), from ``dvc exp show --json`` (``--rev``, ``-A`` as given)."""
     extra = [a for r in revs for a in ("--rev", r)] + (["-A"] if all_commits else [])
     try:
         show = json.loads(run_dvc(root, "exp", "show", "--json", *extra).stdout or "[]")
@@ -151,13 +152,12 @@ def list_experiments(root: Path, revs: Sequence[str] = (), all_commits: bool = F
     for row in show:
         rev = row.get("rev", "")
         baseline = row.get("name") or rev[:7]
-        if row.get("data") and _params_of(row["data"]) is not None:
+        if None in states and row.get("data") and _params_of(row["data"]) is not None:
             name = WORKSPACE if rev == WORKSPACE else baseline
             out.append(Experiment(name, rev, _params_of(row["data"]), Path(root), baseline))
         for exp in row.get("experiments") or []:
-            state = (exp.get("executor") or {}).get("state")
-            if state not in (None, "success"):
-                continue  # queued, running or failed: no results of its own yet
+            if (exp.get("executor") or {}).get("state") not in states:
+                continue
             for r in exp.get("revs") or []:
                 params = _params_of(r.get("data"))
                 if params is None or not _SHA.match(r.get("rev", "")):
