@@ -53,7 +53,7 @@ from fakeproof.faces import FaceCropper, prefetch
 from fakeproof.frames import extract_video, iter_frame_batches, tar_path, write_frames_tar
 from fakeproof.metrics import aggregate_videos
 from fakeproof.models import Detector, ModelError, load_checkpoint
-from fakeproof.recipe import REFRESH, RecipeError, read_recipe, recipe_params
+from fakeproof.recipe import REFRESH, Recipe, RecipeError, read_recipe, recipe_params
 from fakeproof.runtime import frozen_on
 from fakeproof.store import decode_tensor, encode_image
 
@@ -83,7 +83,7 @@ class Bundle:
     """A loaded detector and everything inference needs, all from the checkpoint."""
 
     model: Detector
-    recipe: dict[str, Any]
+    recipe: Recipe
     frames: FramesParams
     faces: FacesParams
     device: torch.device
@@ -93,15 +93,15 @@ class Bundle:
     @property
     def boundary(self) -> Boundary:
         """The deployed decision boundary: Platt calibration and the val threshold."""
-        return Boundary.from_recipe(self.recipe)
+        return self.recipe.boundary
 
     @property
     def threshold(self) -> float:
-        return float(self.recipe["threshold"])
+        return self.recipe.threshold
 
     @property
     def video_agg(self) -> str:
-        return str(self.recipe["video_agg"])
+        return self.recipe.video_agg
 
 
 @dataclass
@@ -180,13 +180,14 @@ def load_detector(checkpoint: str | Path, device: str | torch.device = "auto") -
         raise CheckpointError(f"{path}: not a fakeproof model checkpoint ({why}); pass a .pt "
                               "written by the pretrain or adv_finetune stage") from None
     recipe = read_recipe(meta, str(path))
-    if recipe["model"] != model.name:
-        raise RecipeError(f"{path}: recipe names model {recipe['model']!r} but the weights are "
+    if recipe.model != model.name:
+        raise RecipeError(f"{path}: recipe names model {recipe.model!r} but the weights are "
                           f"{model.name!r}; refresh it with `{REFRESH}`")
     for key in ("mean", "std"):
         have = getattr(model.normalize, key).reshape(-1).tolist()
-        if not np.allclose(have, recipe[key], atol=1e-6):
-            raise RecipeError(f"{path}: recipe {key} {recipe[key]} differs from the model's "
+        want = getattr(recipe, key)
+        if not np.allclose(have, want, atol=1e-6):
+            raise RecipeError(f"{path}: recipe {key} {list(want)} differs from the model's "
                               f"normalisation {have}; refresh it with `{REFRESH}`")
     frames, faces = recipe_params(recipe, str(path))
     dev = resolve_device(device)

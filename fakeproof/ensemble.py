@@ -53,7 +53,8 @@ from fakeproof.calibration import log_loss
 from fakeproof.config import EvalParams, Params, as_dict
 from fakeproof.data import DataPaths, FaceDataset, make_loader
 from fakeproof.errors import FakeproofError
-from fakeproof.evaluate import ROBUST, eval_budget, evaluate_model, headline, model_pairs
+from fakeproof.evaluate import (ROBUST, Scored, eval_budget, evaluate_model, headline, model_pairs,
+                                wide_by_eps)
 from fakeproof.fusion import (ENSEMBLE, IDENTITY_MEAN, IDENTITY_STD, Ensemble, Member, resize,
                               save_ensemble)
 from fakeproof.intervals import level_metrics
@@ -61,7 +62,7 @@ from fakeproof.io import write_csv, write_json
 from fakeproof.metrics import score_spread
 from fakeproof.models import load_checkpoint
 from fakeproof.predict import as_logit_array, logits_of
-from fakeproof.recipe import build_recipe, read_recipe
+from fakeproof.recipe import Recipe, build_recipe, read_recipe
 from fakeproof.runtime import frozen_on, resolve_device
 from fakeproof.sampling import Sample
 from fakeproof.under_attack import dataset_batches, eps_label, score_under_attack
@@ -80,7 +81,7 @@ class EnsembleError(FakeproofError, ValueError):
 # --------------------------------------------------------------------------------------------
 # members and weights
 # --------------------------------------------------------------------------------------------
-def load_member(path: str | Path) -> tuple[Member, dict[str, Any]]:
+def load_member(path: str | Path) -> tuple[Member, Recipe]:
     """A checkpoint as an ensemble member: its detector behind its recipe's input size and Platt
     calibration (its output is the calibrated logit); returns the member and the recipe. Errors
     name the file."""
@@ -88,14 +89,13 @@ def load_member(path: str | Path) -> tuple[Member, dict[str, Any]]:
     if isinstance(model, Ensemble):
         raise EnsembleError(f"{path}: is itself an ensemble; give its members as members instead")
     recipe = read_recipe(meta, str(path))
-    return (Member(model, int(recipe["input_size"]), float(recipe["platt_a"]),
-                   float(recipe["platt_b"])), recipe)
+    return Member(model, recipe.input_size, recipe.platt_a, recipe.platt_b), recipe
 
 
-def member_boundary(recipe: Mapping[str, Any]) -> Boundary:
+def member_boundary(recipe: Recipe) -> Boundary:
     """A member's deployed boundary on its calibrated logit: its own threshold (the calibration
     is inside :class:`Member` already)."""
-    return Boundary(1.0, 0.0, float(recipe["threshold"]))
+    return Boundary(1.0, 0.0, recipe.threshold)
 
 
 def select_members(available: Mapping[str, Path], wanted: Sequence[str]) -> dict[str, Path]:
@@ -264,14 +264,6 @@ def _split(paths: DataPaths, split: str, why: str) -> FaceDataset:
     return ds
 
 
-def _wide_acc(table: pd.DataFrame) -> pd.DataFrame:
-    t = table.assign(series=table["model"] + "_" + table["attack"])
-    w = t.pivot_table(index="eps", columns="series", values="acc", sort=True).reset_index()
-    w.columns.name = None
-    w.insert(1, "eps_255", (w["eps"] * 255).round(4))
-    return w
-
-
 def run_ensemble(params: Params, paths: DataPaths, members: Mapping[str, Path], out_model: Path,
                  out_metrics: Path, out_headline: Path, plots_dir: Optional[Path] = None
                  ) -> dict[str, Any]:
@@ -330,13 +322,13 @@ def run_ensemble(params: Params, paths: DataPaths, members: Mapping[str, Path], 
                   for n, w in zip(names, weights)}
     ref = score_spread(deployed[names[0]].boundary.decision(test[names[0]]))["logit_std"]
     res = evaluate_model(ENSEMBLE, deployed[ENSEMBLE], test_ds, ep, reference_spread=ref, keep=0)
-    sample = res["sample"]
+    sample = res.sample
     transfer, transfer_clean, white_box = transfer_matrix(deployed, test_ds, sample, ep,
                                                           ep.headline_eps)
     lab = eps_label(ep.headline_eps)
-    as_results = {n: {"clean_logits": deployed[n].boundary.decision(test[n]), "sample": sample,
-                      "worst": {lab: white_box[n]}} for n in names}
-    as_results[ENSEMBLE] = {**res, "worst": {lab: white_box[ENSEMBLE]}}
+    as_results = {n: Scored(deployed[n].boundary.decision(test[n]), sample, {lab: white_box[n]})
+                  for n in names}
+    as_results[ENSEMBLE] = Scored(res.clean_logits, sample, {lab: white_box[ENSEMBLE]})
     pairs = model_pairs(as_results, frames, ep)
 
     head = headline(res, ep)
@@ -344,31 +336,31 @@ def run_ensemble(params: Params, paths: DataPaths, members: Mapping[str, Path], 
         "weights": dict(zip(names, (float(w) for w in weights))), "fit": enp.fit,
         "fit_log": fit_log, "boundary": boundary.to_recipe(), "platt_ok": platt_ok,
         "members": member_out,
-        "ensemble": {"val_logloss": val_loss[ENSEMBLE], "test_clean": res["test_clean"],
-                     "sample_clean": res["sample_clean"], "attacks": res["attacks"],
-                     ROBUST: res["robust"], "clean_to_attacked": res["clean_to_attacked"],
-                     "unbounded": res["unbounded"], "sanity": res["sanity"],
-                     "spread": res["spread"]},
+        "ensemble": {"val_logloss": val_loss[ENSEMBLE], "test_clean": res.test_clean,
+                     "sample_clean": res.sample_clean, "attacks": res.attacks,
+                     ROBUST: res.robust, "clean_to_attacked": res.clean_to_attacked,
+                     "unbounded": res.unbounded, "sanity": res.sanity,
+                     "spread": res.spread},
         "pairs": pairs, "pairs_note": f"robust@{lab} here is white-box PGD of each model alone "
                                       "(members are attacked with the full suite by evaluate)",
         "transfer": transfer, "transfer_clean": transfer_clean,
         "transfer_eps": lab, "transfer_attack": "pgd",
-        "test_faces": res["n_frames"], "test_videos": res["n_videos"],
+        "test_faces": res.n_frames, "test_videos": res.n_videos,
         "sample": {"videos": int(sample.frames["video_id"].nunique()),
                    "faces": int(len(sample.index)), "strata": sample.strata},
-        "budget": res["budget"],
+        "budget": res.budget,
         "params": {"ensemble": as_dict(enp),
                    "eval": {k: v for k, v in as_dict(ep).items() if k != "cross"}},
     }
     write_json(out_metrics, detail)
     write_json(out_headline, {HEADLINE_KEY: head}, digits=4)
     if plots_dir is not None:
-        write_csv(Path(plots_dir) / "robust_acc.csv", _wide_acc(res["table"]))
+        write_csv(Path(plots_dir) / "robust_acc.csv", wide_by_eps(res.table, "acc"))
     log.info("ensemble: test AUC %.4f (members %s); robust bacc at %s %.4f; sanity %s; %.1fs",
              head["auc"], ", ".join(f"{n} {member_out[n]['test_clean']['frame']['auc']:.4f}"
                                     for n in names),
              eps_label(ep.headline_eps), head.get("adv_bacc", float("nan")),
-             "ok" if res["sanity"]["ok"] else "FLAGGED", time.perf_counter() - t0)
+             "ok" if res.sanity["ok"] else "FLAGGED", time.perf_counter() - t0)
     return {"members": len(names), "test_auc": head["auc"],
             "robust_bacc": head.get("adv_bacc"), "val_logloss": val_loss[ENSEMBLE],
             "weights": detail["weights"]}

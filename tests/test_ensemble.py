@@ -220,8 +220,8 @@ def test_the_checkpoint_loads_with_load_checkpoint_and_scores_the_same(tmp_path:
     assert model.weights == pytest.approx({"a": 0.35, "b": 0.65})
     assert [m.a for m in model.members] == [1.0, 1 / 1.7]
     recipe = read_recipe(meta, str(path))
-    assert recipe["model"] == "ensemble" and recipe["threshold"] == 0.42
-    assert recipe["mean"] == [0.0, 0.0, 0.0] and recipe["std"] == [1.0, 1.0, 1.0]
+    assert recipe.model == "ensemble" and recipe.threshold == 0.42
+    assert recipe.mean == (0.0, 0.0, 0.0) and recipe.std == (1.0, 1.0, 1.0)
     x = images()
     with torch.no_grad():
         assert torch.equal(model(x), ens(x))
@@ -338,7 +338,7 @@ def test_stage_headline_is_small_and_the_checkpoint_reloads(stage_run) -> None:
     model, meta = load_checkpoint(stage_run["root"] / "models" / "ensemble.pt")
     assert isinstance(model, Ensemble)
     assert model.weights == pytest.approx(stage_run["detail"]["weights"], abs=1e-6)
-    assert read_recipe(meta, "ensemble.pt")["input_size"] == SIZE
+    assert read_recipe(meta, "ensemble.pt").input_size == SIZE
     assert meta["recipe"]["threshold"] == pytest.approx(stage_run["detail"]["boundary"]["threshold"],
                                                         abs=1e-6)
     table = (stage_run["root"] / "plots" / "robust_acc.csv").read_text().splitlines()[0]
