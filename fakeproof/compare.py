@@ -8,7 +8,7 @@ as it is: no ``dvc exp apply``.
 
 Both models score the same test faces (the workspace's face store and split, dvc.yaml's
 ``path.store`` / ``path.faces`` / ``path.splits`` unless given); each with its own recipe: crops
-resized to its input size (:func:`fakeproof.fusion.resize`), its normalisation (a layer of the
+resized to its input size (:func:`fakeproof.models.resize`), its normalisation (a layer of the
 model), Platt calibration, video aggregation and decision threshold. Everything is compared at the
 video level (one score per video, as ``fakeproof detect`` labels a file):
 
@@ -47,10 +47,10 @@ from fakeproof.data import DataPaths, FaceDataset, make_loader
 from fakeproof.delong import delong_test
 from fakeproof.errors import FakeproofError
 from fakeproof.evaluate import attack_videos, eval_budget
-from fakeproof.fusion import Member
 from fakeproof.io import tidy
 from fakeproof.metrics import aggregate_videos
 from fakeproof.models import load_checkpoint
+from fakeproof.models.fusion import Member
 from fakeproof.predict import logits_of
 from fakeproof.recipe import Recipe, read_recipe
 from fakeproof.sampling import Sample, choose_sample

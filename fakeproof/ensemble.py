@@ -4,7 +4,7 @@
    clean and robust models and declares each as a dep); ``ensemble.members`` picks some of them
    by name (empty: every one). Each member keeps its own preprocessing: the input size and Platt
    calibration of its inference recipe (:mod:`fakeproof.recipe`); normalisation is a layer of
-   each member (:mod:`fakeproof.fusion`).
+   each member (:mod:`fakeproof.models.fusion`).
 2. **Weights** on the simplex, fitted on **val** (:func:`fit_weights`): ``ensemble.fit: robust``
    (default) minimises the val log loss of the fused logit ``sum_i w_i (a_i z_i + b_i)`` over
    clean val faces *and* PGD examples of them crafted on the ensemble itself
@@ -55,20 +55,20 @@ from fakeproof.data import DataPaths, FaceDataset, make_loader
 from fakeproof.errors import FakeproofError
 from fakeproof.evaluate import (ROBUST, Scored, eval_budget, evaluate_model, headline, model_pairs,
                                 wide_by_eps)
-from fakeproof.fusion import (ENSEMBLE, IDENTITY_MEAN, IDENTITY_STD, Ensemble, Member, resize,
-                              save_ensemble)
 from fakeproof.intervals import level_metrics
 from fakeproof.io import write_csv, write_json
 from fakeproof.metrics import score_spread
 from fakeproof.models import load_checkpoint
+from fakeproof.models.fusion import (ENSEMBLE, IDENTITY_MEAN, IDENTITY_STD, Ensemble, Member,
+                                     save_ensemble)
 from fakeproof.predict import as_logit_array, logits_of
 from fakeproof.recipe import Recipe, build_recipe, read_recipe
 from fakeproof.runtime import frozen_on, resolve_device
 from fakeproof.sampling import Sample
 from fakeproof.under_attack import dataset_batches, eps_label, score_under_attack
 
-__all__ = ["Ensemble", "EnsembleError", "Member", "fit_weights", "load_member", "log_loss",
-           "resize", "run_ensemble", "select_members", "transfer_matrix"]
+__all__ = ["Ensemble", "EnsembleError", "Member", "fit_weights", "load_member", "run_ensemble",
+           "select_members", "transfer_matrix"]
 
 log = logging.getLogger(__name__)
 HEADLINE_KEY = "ens"  # the ensemble's key in its headline file (dvc exp show: ens.auc, ...)
@@ -264,6 +264,53 @@ def _split(paths: DataPaths, split: str, why: str) -> FaceDataset:
     return ds
 
 
+def _member_reports(names: Sequence[str], weights: np.ndarray, chosen: Mapping[str, Path],
+                    deployed: Mapping[str, Deployed], test: Mapping[str, np.ndarray],
+                    val_loss: Mapping[str, float], frames: pd.DataFrame, ep: EvalParams
+                    ) -> dict[str, dict[str, Any]]:
+    """Per member: checkpoint, fusion weight, input size, calibration, threshold, val log loss
+    and its own clean test metrics at its own boundary."""
+    out = {}
+    for n, w in zip(names, weights):
+        member, boundary = deployed[n].model, deployed[n].boundary
+        out[n] = {"checkpoint": str(chosen[n]), "weight": float(w),
+                  "input_size": member.input_size, "platt_a": member.a, "platt_b": member.b,
+                  "threshold": boundary.threshold, "val_logloss": val_loss[n],
+                  "test_clean": level_metrics(frames, boundary.decision(test[n]), boundary,
+                                              ep.video_agg, ep.bootstrap, ep.seed, ep.min_videos)}
+    return out
+
+
+def _fit_and_save(params: Params, members_: Mapping[str, Member], val: Mapping[str, np.ndarray],
+                  val_ds: FaceDataset, chosen: Mapping[str, Path], device: torch.device,
+                  out_model: Path) -> tuple[np.ndarray, dict, Ensemble, Boundary, bool, dict]:
+    """Fit the fusion weights (``ensemble.fit``) and the boundary on val, save the ensemble;
+    returns weights, the fit's log, the ensemble, its boundary, whether Platt scaling held, and
+    the val log loss per member and of the ensemble."""
+    ep, enp = params.eval, params.ensemble
+    names = list(members_)
+    z_val = np.stack([val[n] for n in names], axis=1)
+    fit_log: dict[str, Any] = {}
+    if enp.fit == "robust":
+        weights, fit_log = fit_robust_weights(members_, z_val, val_ds, ep)
+    else:
+        weights = fit_weights(z_val, val_ds.labels, enp.fit)
+    ens = frozen_on(Ensemble([members_[n] for n in names], names, weights), device)
+    fused_val = z_val @ weights
+    boundary, platt_ok = fit_boundary(fused_val, val_ds.labels)
+    val_loss = {n: log_loss(val[n], val_ds.labels) for n in names}
+    val_loss[ENSEMBLE] = log_loss(fused_val, val_ds.labels)
+    save_ensemble(out_model, ens, {
+        "recipe": ensemble_recipe(params, boundary, members_[names[0]].name),
+        "members": {n: str(chosen[n]) for n in names}, "fit": enp.fit,
+        "val_logloss": val_loss, "val_threshold": boundary.threshold})
+    log.info("ensemble: %s fitted on %d val faces (%s): weights %s, val log loss %.4f (best "
+             "member %.4f)", ", ".join(names), len(val_ds), enp.fit,
+             ", ".join(f"{n}={w:.3f}" for n, w in zip(names, weights)), val_loss[ENSEMBLE],
+             min(val_loss[n] for n in names))
+    return weights, fit_log, ens, boundary, platt_ok, val_loss
+
+
 def run_ensemble(params: Params, paths: DataPaths, members: Mapping[str, Path], out_model: Path,
                  out_metrics: Path, out_headline: Path, plots_dir: Optional[Path] = None
                  ) -> dict[str, Any]:
@@ -287,39 +334,15 @@ def run_ensemble(params: Params, paths: DataPaths, members: Mapping[str, Path], 
         return {n: logits_of(loaded[n][0], loader, f"{n} {what}", device)[0] for n in names}
 
     val = scores(val_ds, "val")
-    z_val = np.stack([val[n] for n in names], axis=1)
     members_ = {n: loaded[n][0] for n in names}
-    fit_log: dict[str, Any] = {}
-    if enp.fit == "robust":
-        weights, fit_log = fit_robust_weights(members_, z_val, val_ds, ep)
-    else:
-        weights = fit_weights(z_val, val_ds.labels, enp.fit)
-    ens = frozen_on(Ensemble([members_[n] for n in names], names, weights), device)
-    fused_val = z_val @ weights
-    boundary, platt_ok = fit_boundary(fused_val, val_ds.labels)
-    val_loss = {n: log_loss(val[n], val_ds.labels) for n in names}
-    val_loss[ENSEMBLE] = log_loss(fused_val, val_ds.labels)
-    save_ensemble(out_model, ens, {
-        "recipe": ensemble_recipe(params, boundary, loaded[names[0]][0].name),
-        "members": {n: str(chosen[n]) for n in names}, "fit": enp.fit,
-        "val_logloss": val_loss, "val_threshold": boundary.threshold})
-    log.info("ensemble: %s fitted on %d val faces (%s): weights %s, val log loss %.4f (best "
-             "member %.4f)", ", ".join(names), len(val_ds), enp.fit,
-             ", ".join(f"{n}={w:.3f}" for n, w in zip(names, weights)), val_loss[ENSEMBLE],
-             min(val_loss[n] for n in names))
+    weights, fit_log, ens, boundary, platt_ok, val_loss = _fit_and_save(
+        params, members_, val, val_ds, chosen, device, out_model)
 
     frames = test_ds.frames.reset_index(drop=True)
     test = scores(test_ds, "test")
     deployed = {n: Deployed(members_[n], member_boundary(loaded[n][1])) for n in names}
     deployed[ENSEMBLE] = Deployed(ens, boundary)
-    member_out = {n: {"checkpoint": str(chosen[n]), "weight": float(w),
-                      "input_size": members_[n].input_size, "platt_a": members_[n].a,
-                      "platt_b": members_[n].b, "threshold": deployed[n].boundary.threshold,
-                      "val_logloss": val_loss[n],
-                      "test_clean": level_metrics(frames, deployed[n].boundary.decision(test[n]),
-                                                  deployed[n].boundary, ep.video_agg,
-                                                  ep.bootstrap, ep.seed, ep.min_videos)}
-                  for n, w in zip(names, weights)}
+    member_out = _member_reports(names, weights, chosen, deployed, test, val_loss, frames, ep)
     ref = score_spread(deployed[names[0]].boundary.decision(test[names[0]]))["logit_std"]
     res = evaluate_model(ENSEMBLE, deployed[ENSEMBLE], test_ds, ep, reference_spread=ref, keep=0)
     sample = res.sample
@@ -358,8 +381,7 @@ def run_ensemble(params: Params, paths: DataPaths, members: Mapping[str, Path], 
         write_csv(Path(plots_dir) / "robust_acc.csv", wide_by_eps(res.table, "acc"))
     log.info("ensemble: test AUC %.4f (members %s); robust bacc at %s %.4f; sanity %s; %.1fs",
              head["auc"], ", ".join(f"{n} {member_out[n]['test_clean']['frame']['auc']:.4f}"
-                                    for n in names),
-             eps_label(ep.headline_eps), head.get("adv_bacc", float("nan")),
+                                    for n in names), lab, head.get("adv_bacc", float("nan")),
              "ok" if res.sanity["ok"] else "FLAGGED", time.perf_counter() - t0)
     return {"members": len(names), "test_auc": head["auc"],
             "robust_bacc": head.get("adv_bacc"), "val_logloss": val_loss[ENSEMBLE],

@@ -353,6 +353,34 @@ def model_pairs(results: Mapping[str, Scored], frames: pd.DataFrame, ep: EvalPar
     return out
 
 
+def _write_plots(plots_dir: Path, results: Mapping[str, ModelResult], ds: FaceDataset,
+                 corr_tables: Mapping[str, pd.DataFrame], ep: EvalParams) -> None:
+    """The plot tables (sweep, ROC, reliability, corruptions) and the gallery."""
+    tables = pd.concat([r.table for r in results.values()], ignore_index=True)
+    write_csv(plots_dir / "robust_acc.csv", wide_by_eps(tables, "acc"))
+    write_csv(plots_dir / "robust_bacc.csv", wide_by_eps(tables, "bacc"))
+    write_csv(plots_dir / "sweep.csv", tables)
+    for name, r in results.items():
+        for kind, roc in r.rocs.items():
+            write_csv(plots_dir / "roc" / f"{name}_{kind}.csv", roc)
+        write_csv(plots_dir / "reliability" / f"{name}.csv",
+                  reliability_points(r.clean_logits + r.boundary.offset, ds.labels))
+    for c, table in corr_tables.items():
+        write_csv(plots_dir / "corruptions" / f"{c}.csv", table)
+    save_gallery(plots_dir / "gallery.png", ds, results, ep)
+
+
+def _test_split(paths: DataPaths) -> FaceDataset:
+    ds = FaceDataset(paths.store, paths.faces_csv, paths.splits_csv, "test")
+    if len(ds) == 0:
+        raise EvaluationError(f"{paths.splits_csv}: the test split holds no faces; add data or "
+                              "change split.*")
+    if len(np.unique(ds.labels)) < 2:
+        raise EvaluationError(f"{paths.splits_csv}: the test split holds only one class; AUC and "
+                              "balanced accuracy need real and fake test videos")
+    return ds
+
+
 def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path], out_headline: Path,
                  out_detail: Path, plots_dir: Path, cross: Optional[DataPaths] = None,
                  out_corruptions: Optional[Path] = None) -> dict[str, Any]:
@@ -363,13 +391,7 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
     torch.set_num_threads(params.train.threads)
     device = resolve_device(params.train.device)  # attacks craft in float32 on the model's device
     t0 = time.perf_counter()
-    ds = FaceDataset(paths.store, paths.faces_csv, paths.splits_csv, "test")
-    if len(ds) == 0:
-        raise EvaluationError(f"{paths.splits_csv}: the test split holds no faces; add data or "
-                              "change split.*")
-    if len(np.unique(ds.labels)) < 2:
-        raise EvaluationError(f"{paths.splits_csv}: the test split holds only one class; AUC and "
-                              "balanced accuracy need real and fake test videos")
+    ds = _test_split(paths)
     results: dict[str, ModelResult] = {}
     models: dict[str, Deployed] = {}
     ref_spread: Optional[float] = None
@@ -432,19 +454,7 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
     if out_corruptions is not None:
         write_json(out_corruptions, corr)
 
-    plots_dir = Path(plots_dir)
-    tables = pd.concat([r.table for r in results.values()], ignore_index=True)
-    write_csv(plots_dir / "robust_acc.csv", wide_by_eps(tables, "acc"))
-    write_csv(plots_dir / "robust_bacc.csv", wide_by_eps(tables, "bacc"))
-    write_csv(plots_dir / "sweep.csv", tables)
-    for name, r in results.items():
-        for kind, roc in r.rocs.items():
-            write_csv(plots_dir / "roc" / f"{name}_{kind}.csv", roc)
-        write_csv(plots_dir / "reliability" / f"{name}.csv",
-                  reliability_points(r.clean_logits + r.boundary.offset, ds.labels))
-    for c, table in corr_tables.items():
-        write_csv(plots_dir / "corruptions" / f"{c}.csv", table)
-    save_gallery(plots_dir / "gallery.png", ds, results, ep)
+    _write_plots(Path(plots_dir), results, ds, corr_tables, ep)
     log.info("evaluate: %d models, %d attacks x %d eps; sanity %s; %.1fs", len(results),
              len(ep.attacks), len(ep.eps), "ok" if head["sanity_ok"] else "FLAGGED",
              time.perf_counter() - t0)
