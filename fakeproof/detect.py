@@ -56,12 +56,11 @@ from fakeproof.models import Detector, ModelError, load_checkpoint
 from fakeproof.recipe import REFRESH, Recipe, RecipeError, read_recipe, recipe_params
 from fakeproof.runtime import frozen_on
 from fakeproof.store import decode_tensor, encode_image
+from fakeproof.video import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
-                  ".3gp", ".ts", ".mts")
 #: Crops per model call: across files, so short clips still fill a batch.
 BATCH_CPU, BATCH_GPU = 64, 256
 #: The frames' tar name inside each file's temporary folder.

@@ -32,6 +32,7 @@ reference, ``references/classification/train.py`` and ``utils.init_distributed_m
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import subprocess
@@ -80,6 +81,13 @@ class Runtime:
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+
+
+def named_seed(*parts: Any) -> int:
+    """A seed keyed by names, not by list positions: 63 bits of the SHA-256 of ``parts`` joined
+    by ``|`` (the attacks' and the corruptions' per-run seeds)."""
+    h = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(h[:8], "big") >> 1
 
 
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:

@@ -34,6 +34,7 @@ from fakeproof.predict import proba
 from fakeproof.recipe import RECIPE_VERSION, REFRESH, RecipeError, build_recipe
 from fakeproof.runtime import frozen_on
 from fakeproof.store import FaceStore
+from helpers_models import spread_smallcnn
 from helpers_video import face_clip_frames, iou, make_blank_clip, make_face_clip, make_params, video_table
 
 CROP = 64
@@ -43,17 +44,6 @@ RECIPE_PARAMS = dict(frames={"count": 4}, faces={"image_size": CROP, "encoding":
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def spread_smallcnn(seed: int = 0) -> torch.nn.Module:
-    """An untrained smallcnn whose BatchNorm statistics are spread, so that frames score apart."""
-    torch.manual_seed(seed)
-    model = create_model("smallcnn")
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_var.uniform_(0.05, 0.2)
-    return model.eval()
 
 
 def write_checkpoint(path: Path, threshold: float = 0.5, a: float = 1.0, b: float = 0.0,

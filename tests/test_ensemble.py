@@ -23,9 +23,10 @@ from fakeproof.calibration import log_loss
 from fakeproof.ensemble import (Ensemble, EnsembleError, Member, fit_weights, load_member, resize,
                                 run_ensemble, select_members)
 from fakeproof.under_attack import eps_label
-from fakeproof.fusion import save_ensemble
-from fakeproof.models import create_model, load_checkpoint, save_checkpoint
+from fakeproof.models.fusion import save_ensemble
+from fakeproof.models import load_checkpoint, save_checkpoint
 from fakeproof.recipe import build_recipe, read_recipe
+from helpers_models import spread_smallcnn
 
 SIZE = 16
 PHOTO = Path(__file__).resolve().parents[1] / "fakeproof" / "assets" / "faces" / "obama.jpg"
@@ -35,15 +36,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def detector(seed: int) -> torch.nn.Module:
-    """An untrained smallcnn whose BatchNorm statistics are spread, so inputs score apart."""
-    torch.manual_seed(seed)
-    model = create_model("smallcnn")
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_var.uniform_(0.05, 0.2)
-                m.running_mean.uniform_(-0.1, 0.1)
-    return model.eval()
+    return spread_smallcnn(seed, means=True)
 
 
 def tiny_eval_params(image_size: int = SIZE, **sections: dict):
