@@ -54,7 +54,7 @@ from fakeproof.frames import extract_video, iter_frame_batches, tar_path, write_
 from fakeproof.metrics import aggregate_videos
 from fakeproof.models import Detector, ModelError, load_checkpoint
 from fakeproof.recipe import REFRESH, Recipe, RecipeError, read_recipe, recipe_params
-from fakeproof.runtime import frozen_on
+from fakeproof.runtime import frozen_on, resolve_device
 from fakeproof.store import decode_tensor, encode_image
 from fakeproof.video import VIDEO_SUFFIXES
 
@@ -149,22 +149,6 @@ class Result:
 # -- Loading ---------------------------------------------------------------------------------------
 
 
-def resolve_device(spec: str | torch.device = "auto") -> torch.device:
-    """``auto``: the first CUDA device when ``torch.cuda.is_available()``, else the CPU."""
-    spec = str(spec)
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except (RuntimeError, ValueError):
-        raise DetectError(f"--device {spec!r}: unknown; use auto, cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DetectError(f"--device {spec}: no CUDA device here; use --device cpu or auto")
-    if device.type not in ("cpu", "cuda"):
-        raise DetectError(f"--device {spec}: unsupported; use auto, cpu or cuda[:N]")
-    return device
-
-
 def load_detector(checkpoint: str | Path, device: str | torch.device = "auto") -> Bundle:
     """Load a checkpoint and its recipe; raise a one-line :class:`FakeproofError` if unusable."""
     path = Path(checkpoint)
@@ -189,7 +173,7 @@ def load_detector(checkpoint: str | Path, device: str | torch.device = "auto") -
             raise RecipeError(f"{path}: recipe {key} {list(want)} differs from the model's "
                               f"normalisation {have}; refresh it with `{REFRESH}`")
     frames, faces = recipe_params(recipe, str(path))
-    dev = resolve_device(device)
+    dev = resolve_device(device, what="--device", error=DetectError)
     if "device" in {f.name for f in dataclasses.fields(faces)}:  # MTCNN follows --device too
         faces = dataclasses.replace(faces, device=dev.type)
     return Bundle(frozen_on(model, dev), recipe, frames, faces, dev, path, FaceCropper(faces))

@@ -99,14 +99,16 @@ def _datasets(paths: DataPaths, seed: int, augment: bool) -> tuple[FaceDataset, 
     return train, val
 
 
-def _start(tp: TrainParams, seed: int, paths: DataPaths
-           ) -> tuple[runtime.Runtime, float, FaceDataset, FaceDataset]:
+def _start(tp: TrainParams, seed: int, paths: DataPaths, clean_model: Optional[Path] = None
+           ) -> tuple[runtime.Runtime, float, FaceDataset, FaceDataset, Optional[tuple]]:
     """What both training stages begin with: the runtime (:func:`fakeproof.runtime.setup`), the
-    start time, and the train and val datasets."""
+    start time, the checkpoint to start from (``clean_model``; loaded first, so that its absence
+    is the error named), and the train and val datasets."""
     rt = runtime.setup(tp, seed)
     t0 = time.perf_counter()
+    loaded = load_checkpoint(clean_model) if clean_model is not None else None
     train_ds, val_ds = _datasets(paths, seed, tp.augment)
-    return rt, t0, train_ds, val_ds
+    return rt, t0, train_ds, val_ds, loaded
 
 
 def _finish(out_metrics: Path, metrics: dict, out_curve: Path, curve: list[dict],
@@ -132,7 +134,7 @@ def run_pretrain(params: Params, paths: DataPaths, out_model: Path, out_metrics:
                  out_curve: Path, tb_dir: Path, resume: Optional[Path] = None) -> dict:
     """The pretrain stage: clean training from scratch (or ImageNet weights) with val selection."""
     tp = params.train
-    rt, t0, train_ds, val_ds = _start(tp, tp.seed, paths)
+    rt, t0, train_ds, val_ds, _ = _start(tp, tp.seed, paths)
     model = create_model(params.model.name, params.model.pretrained, params.model.input_size)
     if rt.main:
         log.info("pretrain: %s on %d train / %d val faces (fake share %.2f), %d epochs",
@@ -249,8 +251,7 @@ def run_adv_finetune(params: Params, paths: DataPaths, clean_model: Path, out_mo
     """The adv_finetune stage: adversarial fine-tuning of ``models/clean.pt`` (``adv.method``),
     the checkpoint chosen by the rule of :mod:`fakeproof.selection`."""
     tp, ap = params.train, params.adv
-    rt, t0, train_ds, val_ds = _start(tp, ap.seed, paths)
-    model, clean_meta = load_checkpoint(clean_model)
+    rt, t0, train_ds, val_ds, (model, clean_meta) = _start(tp, ap.seed, paths, clean_model)
     clean_auc = _clean_val_auc(model, val_ds, tp.batch_size)
     if rt.main:
         log.info("adv_finetune: %s at eps %.5f (%.2f/255), alpha %.5f, %d steps, clean share %.2f, "

@@ -20,11 +20,11 @@ from fakeproof.cli import main
 from fakeproof.config import params_from_dict
 from fakeproof.boundary import Boundary
 from fakeproof.calibration import log_loss
-from fakeproof.ensemble import (Ensemble, EnsembleError, Member, fit_weights, load_member, resize,
+from fakeproof.ensemble import (Ensemble, EnsembleError, Member, fit_weights, load_member,
                                 run_ensemble, select_members)
 from fakeproof.under_attack import eps_label
 from fakeproof.models.fusion import save_ensemble
-from fakeproof.models import load_checkpoint, save_checkpoint
+from fakeproof.models import load_checkpoint, resize, save_checkpoint
 from fakeproof.recipe import build_recipe, read_recipe
 from helpers_models import spread_smallcnn
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fakeproof import parallel
+from fakeproof import parallel, runtime
 from fakeproof.config import FacesParams
 from fakeproof.errors import FakeproofError
 from fakeproof.faces.geometry import Face, crop_face
@@ -55,15 +55,10 @@ def resolve_device(name: str, rank: int = 0) -> torch.device:
     On CUDA, cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` for deterministic matrix products;
     it is set here (unless set already), which takes effect if no cuBLAS handle exists yet.
     """
-    if name == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        if name == "cuda":
-            raise FacesError("faces.device = cuda: torch sees no CUDA device in this process; "
-                             "use faces.device: auto or cpu")
-        return torch.device("cpu")
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    return torch.device("cuda", rank % torch.cuda.device_count())
+    device = runtime.resolve_device(name, rank, "faces.device", FacesError)
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    return device
 
 
 def detection_size(width: int, height: int, max_side: int) -> tuple[int, int]:
