@@ -25,8 +25,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from fakeproof.detect import (IMAGE_SUFFIXES, VIDEO_SUFFIXES, load_detector, robustness,
-                              score_paths)
+from fakeproof.config import DEFAULT_CHECKPOINT
+from fakeproof.detect import IMAGE_SUFFIXES, VIDEO_SUFFIXES, load_detector, robustness, score_paths
 from fakeproof.errors import FakeproofError
 
 MAX_UPLOAD_MB = 200
@@ -48,13 +48,18 @@ def scoring_lock() -> threading.Lock:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def analyse(data: bytes, suffix: str, checkpoint: str, mtime: float, eps_255: int) -> dict[str, Any]:
-    """Score one upload through fakeproof.detect and run the robustness check; plain data only."""
+def analyse(data: bytes, name: str, checkpoint: str, mtime: float, eps_255: int) -> dict[str, Any]:
+    """Score one upload through fakeproof.detect and run the robustness check; plain data only.
+    ``name`` is the user's file name: results and errors name it, never the server's temporary
+    copy."""
     bundle = detector(checkpoint, mtime)
     with scoring_lock(), tempfile.TemporaryDirectory(prefix="fakeproof-upload-") as tmp:
-        path = Path(tmp) / f"upload{suffix}"
+        path = Path(tmp) / f"upload{Path(name).suffix.lower()}"
         path.write_bytes(data)
         (res,) = score_paths(bundle, [path], keep_crops=True, progress=False)
+        res.path = name
+        if res.error:
+            res.error = res.error.replace(str(path), name)
         out = {"result": res.to_json(), "model": bundle.model.name, "device": str(bundle.device),
                "video_agg": bundle.video_agg, "crops": None, "robust": None}
         if res.status == "scored":
@@ -130,7 +135,8 @@ def main() -> None:
         return
     names = [p.name for p in checkpoints]
     with st.sidebar:
-        default = names.index("robust.pt") if "robust.pt" in names else 0
+        robust = Path(DEFAULT_CHECKPOINT).name
+        default = names.index(robust) if robust in names else 0
         name = st.selectbox("Checkpoint", names, index=default)
         eps_255 = st.select_slider("PGD eps (/255)", options=EPS_CHOICES, value=2,
                                    help="radius of the live robustness check, in pixel units")
@@ -148,7 +154,7 @@ def main() -> None:
                    "scored with the checkpoint's own preprocessing.")
         return
     with st.spinner("Scoring ..."):
-        out = analyse(upload.getvalue(), Path(upload.name).suffix.lower(), str(ckpt),
+        out = analyse(upload.getvalue(), Path(upload.name).name, str(ckpt),
                       ckpt.stat().st_mtime, eps_255)
     show(out)
 

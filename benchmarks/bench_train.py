@@ -9,7 +9,7 @@
 For mobilenet_v3_small (one logit) at each input size, on the same images, batch, threads and
 optimiser:
 
-- **train loop**: one epoch of fakeproof's own loop (``fakeproof.train._fit``: the LMDB face store
+- **train loop**: one epoch of fakeproof's own loop (``fakeproof.fit.fit``: the LMDB face store
   read and decoded by the loader, per-epoch reseeding, the step of every precision, the resume
   state written after the epoch) with validation scoring replaced by a no-op;
 - **bare loop**: the images preloaded as one tensor, forward + backward + AdamW step, nothing else.
@@ -50,7 +50,8 @@ from fakeproof.data import FaceDataset
 from fakeproof.models import create_model
 from fakeproof.runtime import Runtime
 from fakeproof.store import FaceStoreWriter, face_key
-from fakeproof.train import _clean_loss, _fit, weighted_bce
+from fakeproof.fit import fit, weighted_bce
+from fakeproof.train import _clean_loss
 
 CL = torch.channels_last  # the memory format the stages train in (fakeproof/runtime.py)
 
@@ -96,7 +97,7 @@ def loop_rate(root: Path, size: int, threads: int, batch: int) -> float:
     # a resume state left by the previous run (same fingerprint, epoch 1 of 1) would skip training
     (root / "resume.pt").unlink(missing_ok=True)
     t0 = time.perf_counter()
-    _fit(model, ds, tp, rt, 1, 1e-3, 0, step, lambda m: {"select": 0.0},
+    fit(model, ds, tp, rt, 1, 1e-3, 0, step, lambda m: {"select": 0.0},
          root / "tb", "bench", root / "resume.pt", "fp")
     return len(ds) / (time.perf_counter() - t0)
 
@@ -169,7 +170,7 @@ from fakeproof.config import default_params, params_from_dict
 from fakeproof.data import FaceDataset
 from fakeproof.models import create_model
 from fakeproof.runtime import Runtime
-from fakeproof.train import _fit, weighted_bce
+from fakeproof.fit import fit, weighted_bce
 torch.set_num_threads(2)
 with tempfile.TemporaryDirectory() as d:
     root = build_store(Path(d), {n}, 128, "png")
@@ -177,7 +178,7 @@ with tempfile.TemporaryDirectory() as d:
     tp = tp.__class__(**{{**tp.__dict__, "epochs": 1, "augment": "light"}})
     ds = FaceDataset(root / "faces.lmdb", root / "faces.csv", root / "splits.csv", "train", augment=True)
     step = lambda net, module, x, y, gen, w, progress: weighted_bce(net(x), y, w)
-    _fit(create_model("smallcnn"), ds, tp, Runtime(torch.device("cpu"), None, True), 1, 1e-3, 0, step,
+    fit(create_model("smallcnn"), ds, tp, Runtime(torch.device("cpu"), None, True), 1, 1e-3, 0, step,
          lambda m: {{"select": 0.0}}, root / "tb", "mem", None, "fp")
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
@@ -215,7 +216,8 @@ def smooth_store(root: Path, n: int, size: int) -> Path:
 def gpu(models: list[str], size: int, n: int, n_adv: int, batch: int, steps: int,
         device: str = "cuda") -> None:
     from fakeproof.config import AdvParams
-    from fakeproof.train import _objective_loss, train_loader
+    from fakeproof.fit import train_loader
+    from fakeproof.train import _objective_loss
 
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench_train.py gpu: torch sees no CUDA device (--device cpu: a dry run)")
@@ -257,7 +259,7 @@ def gpu(models: list[str], size: int, n: int, n_adv: int, batch: int, steps: int
                 torch.manual_seed(0)
                 model = create_model(model_name)
                 t0 = time.perf_counter()
-                _fit(model, data, tp, rt, 1, 1e-3, 0, step, lambda m: {"select": 0.0},
+                fit(model, data, tp, rt, 1, 1e-3, 0, step, lambda m: {"select": 0.0},
                      Path(d) / "tb", "bench", None, "fp")
                 rates.append(len(data) / (time.perf_counter() - t0))
             return rates[-1]
@@ -293,7 +295,7 @@ def repeat_check(ds: FaceDataset, tp) -> None:
         for _ in range(2):
             rt = runtime.setup(tpd, 0)
             model = create_model("mobilenet_v3_small")
-            _fit(model, ds, tpd, rt, 1, 1e-3, 0, _clean_loss(rt), lambda m: {"select": 0.0},
+            fit(model, ds, tpd, rt, 1, 1e-3, 0, _clean_loss(rt), lambda m: {"select": 0.0},
                  Path(tempfile.gettempdir()) / "tb_repeat", "repeat", None, "fp")
             states.append({k: v.clone() for k, v in model.state_dict().items()
                            if isinstance(v, torch.Tensor)})

@@ -2,7 +2,7 @@
 
 Frames of one video are not independent samples (same face, same manipulation, same encoder), so
 resampling frames would give intervals that are far too narrow. Every interval here comes from a
-**stratified video bootstrap** (:func:`stratified_weights`): whole videos are drawn with
+**stratified video bootstrap** (:func:`resample`): whole videos are drawn with
 replacement *within each stratum* (by default each class; the caller may pass label + method),
 so every draw keeps every stratum's number of videos and never loses a class. Everything is
 vectorised over draws (weights instead of copies), seeded and computed in chunks of ``CHUNK``
@@ -84,23 +84,6 @@ def _group_weights(gs: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.
     return counts.reshape(n_boot, g)
 
 
-def stratified_weights(groups: Any, strata: Any, n_boot: int, rng: np.random.Generator
-                       ) -> np.ndarray:
-    """Per-row multiplicities ``(n_boot, n_rows)`` of ``n_boot`` resamples of whole groups
-    (videos) drawn with replacement within each stratum.
-
-    ``strata`` holds one value per row (constant within a group; None: one stratum). Every draw
-    keeps each stratum's number of groups, so no draw loses a class when the label is part of the
-    stratum (the stratified bootstrap; Davison & Hinkley, "Bootstrap Methods and their
-    Application", 1997, sec. 3.7).
-    """
-    g = _flat(groups, "groups")
-    _, inverse = np.unique(g, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    gs = _group_strata(inverse, int(inverse.max()) + 1, strata)
-    return _group_weights(gs, int(n_boot), rng)[:, inverse]
-
-
 def _as_columns(values: Any) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64)
     return v.reshape(v.shape[0], -1)
@@ -111,7 +94,11 @@ def resample(stat: Statistic, groups: Any, strata: Any, n_boot: int, seed: int
     """``(point (k,), draws (n_boot, k), jackknife (n_groups, k))`` of a weighted statistic.
 
     ``stat`` maps row weights ``(B, n)`` to ``(B,)`` or ``(B, k)`` values; draws come from
-    :func:`stratified_weights` seeded with ``np.random.default_rng(seed)``, the jackknife leaves
+    resamples of whole groups (videos) drawn with replacement within each stratum
+    (``strata``: one value per row, constant within a group; None: one stratum; every draw keeps
+    each stratum's number of groups, so no draw loses a class when the label is part of the
+    stratum: the stratified bootstrap, Davison & Hinkley 1997, sec. 3.7), seeded with
+    ``np.random.default_rng(seed)``, the jackknife leaves
     out one group at a time (both in chunks of ``CHUNK``).
     """
     g = _flat(groups, "groups")
@@ -493,5 +480,5 @@ def ece_interval(probs: Any, labels: Any, videos: Any, *, strata: Any = None, bi
 __all__ = ["BCA", "CHUNK", "EXACT", "IDENTICAL", "NOT_ESTIMABLE", "N_BOOT", "bca_interval",
            "class_video_counts", "clopper_pearson", "ece_interval", "exact_auc", "exact_bacc",
            "interval", "is_degenerate", "paired_video_bootstrap", "resample",
-           "stratified_weights", "video_bootstrap", "weighted_auc", "weighted_bacc",
+           "video_bootstrap", "weighted_auc", "weighted_bacc",
            "weighted_ece"]

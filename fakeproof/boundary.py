@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,20 +72,6 @@ class Boundary:
     def to_recipe(self) -> dict[str, float]:
         return {"platt_a": float(self.a), "platt_b": float(self.b),
                 "threshold": float(self.threshold)}
-
-    @classmethod
-    def from_recipe(cls, recipe: Mapping[str, Any]) -> "Boundary":
-        """The boundary stored in a recipe (``platt_a``, ``platt_b``, ``threshold``)."""
-        return cls(float(recipe["platt_a"]), float(recipe["platt_b"]), float(recipe["threshold"]))
-
-    @classmethod
-    def from_meta(cls, meta: Any) -> "Boundary":
-        """The boundary of a checkpoint's meta (``meta["recipe"]``); the raw model at 0.5
-        (``Boundary()``) when it has no recipe."""
-        recipe = meta.get("recipe") if isinstance(meta, Mapping) else None
-        if not isinstance(recipe, Mapping) or "platt_a" not in recipe:
-            return cls()
-        return cls.from_recipe(recipe)
 
 
 class Deployed(nn.Module):

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from fakeproof.config import PARAMS_FILE, ParamsError, load_params
+from fakeproof.config import DEFAULT_CHECKPOINT, PARAMS_FILE, ParamsError, load_params
 from fakeproof.errors import FakeproofError
 
 log = logging.getLogger("fakeproof")
@@ -31,7 +31,7 @@ def _data(args: argparse.Namespace):
 
 
 def cmd_download(args: argparse.Namespace) -> dict:
-    from fakeproof.ingest import run_download
+    from fakeproof.download import run_download
 
     return run_download(load_params(args.params).data, Path(args.out))
 
@@ -70,16 +70,19 @@ def _data_parallel(args: argparse.Namespace, params) -> Optional[dict]:
     return {"nproc": params.train.nproc}
 
 
-def _costed(args: argparse.Namespace, params, train: Callable[[], dict]) -> dict:
-    """Run a training stage (here, or under the data-parallel launcher) and write its cost
-    record (``--cost``: wall time and hardware, :mod:`fakeproof.cost`) from the launching
-    process only."""
+def _training_stage(args: argparse.Namespace, run: Callable[..., dict], *inputs: Path) -> dict:
+    """A training stage: relaunched under DDP when ``train.nproc`` asks, else ``run`` here; the
+    launching process writes its cost record (``--cost``: wall time and hardware,
+    :mod:`fakeproof.cost`)."""
     from fakeproof.cost import write_cost
     from fakeproof.runtime import in_process_group
 
     t0 = time.perf_counter()
+    params = load_params(args.params)
     launched = _data_parallel(args, params)
-    stats = launched if launched is not None else train()
+    stats = launched if launched is not None else run(
+        params, _data(args), *inputs, Path(args.out), Path(args.metrics), Path(args.curve),
+        Path(args.tensorboard), Path(args.resume))
     if not in_process_group():
         write_cost(args.cost, args.command, time.perf_counter() - t0, params.train.device,
                    params.train.nproc)
@@ -89,19 +92,13 @@ def _costed(args: argparse.Namespace, params, train: Callable[[], dict]) -> dict
 def cmd_pretrain(args: argparse.Namespace) -> dict:
     from fakeproof.train import run_pretrain
 
-    params = load_params(args.params)
-    return _costed(args, params, lambda: run_pretrain(
-        params, _data(args), Path(args.out), Path(args.metrics), Path(args.curve),
-        Path(args.tensorboard), Path(args.resume)))
+    return _training_stage(args, run_pretrain)
 
 
 def cmd_adv_finetune(args: argparse.Namespace) -> dict:
     from fakeproof.train import run_adv_finetune
 
-    params = load_params(args.params)
-    return _costed(args, params, lambda: run_adv_finetune(
-        params, _data(args), Path(args.clean), Path(args.out), Path(args.metrics),
-        Path(args.curve), Path(args.tensorboard), Path(args.resume)))
+    return _training_stage(args, run_adv_finetune, Path(args.clean))
 
 
 def _named_checkpoints(specs: Sequence[str], flag: str = "--checkpoint") -> dict[str, Path]:
@@ -218,6 +215,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], dict], str]] = {
 }
 
 
+#: Commands that read no params.yaml: detect takes everything from the checkpoint's recipe.
+READS_NO_PARAMS = ("detect", "models", "report")
 _DATA = (("--store", "face store (LMDB folder)"), ("--faces", "face index CSV"),
          ("--splits", "split table CSV"))
 _TRAIN_OUTS = (("--out", "checkpoint to write"), ("--metrics", "metrics JSON to write"),
@@ -251,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_)
-        p.add_argument("--params", default=PARAMS_FILE, help="params file (default: params.yaml)")
+        if name not in READS_NO_PARAMS:
+            p.add_argument("--params", default=PARAMS_FILE,
+                           help="params file (default: params.yaml)")
         p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
         for flag, help_ in STAGE_ARGS.get(name, ()):
             p.add_argument(flag, required=True, help=help_)
@@ -298,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "detect":
             p.add_argument("inputs", nargs="+", metavar="PATH",
                            help="videos, images, or folders of them (recursive)")
-            p.add_argument("--checkpoint", default="models/robust.pt", help="default: models/robust.pt")
+            p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                           help=f"default: {DEFAULT_CHECKPOINT}")
             p.add_argument("--json", action="store_true", help="print JSON instead of a table")
             p.add_argument("--device", default="auto",
                            help="auto (CUDA when available), cpu or cuda[:N]; default: auto")

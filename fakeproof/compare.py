@@ -8,7 +8,7 @@ as it is: no ``dvc exp apply``.
 
 Both models score the same test faces (the workspace's face store and split, dvc.yaml's
 ``path.store`` / ``path.faces`` / ``path.splits`` unless given); each with its own recipe: crops
-resized to its input size (:func:`fakeproof.fusion.resize`), its normalisation (a layer of the
+resized to its input size (:func:`fakeproof.models.resize`), its normalisation (a layer of the
 model), Platt calibration, video aggregation and decision threshold. Everything is compared at the
 video level (one score per video, as ``fakeproof detect`` labels a file):
 
@@ -47,12 +47,12 @@ from fakeproof.data import DataPaths, FaceDataset, make_loader
 from fakeproof.delong import delong_test
 from fakeproof.errors import FakeproofError
 from fakeproof.evaluate import attack_videos, eval_budget
-from fakeproof.fusion import Member
 from fakeproof.io import tidy
 from fakeproof.metrics import aggregate_videos
 from fakeproof.models import load_checkpoint
+from fakeproof.models.fusion import Member
 from fakeproof.predict import logits_of
-from fakeproof.recipe import read_recipe
+from fakeproof.recipe import Recipe, read_recipe
 from fakeproof.sampling import Sample, choose_sample
 from fakeproof.under_attack import dataset_batches, eps_label, score_under_attack
 from fakeproof.runtime import frozen_on, resolve_device
@@ -203,7 +203,7 @@ class Contender:
     label: str
     path: Path
     model: Deployed
-    recipe: dict[str, Any]
+    recipe: Recipe
 
     @property
     def boundary(self) -> Boundary:
@@ -223,8 +223,8 @@ def load_contender(path: Path, label: str, device: torch.device = torch.device("
     """Load a checkpoint (errors name the file) with its recipe; frozen, in eval mode."""
     model, meta = load_checkpoint(path)
     recipe = read_recipe(meta, str(path))
-    member = frozen_on(Member(model, int(recipe["input_size"])), device)
-    return Contender(label, Path(path), Deployed(member, Boundary.from_recipe(recipe)), recipe)
+    member = frozen_on(Member(model, recipe.input_size), device)
+    return Contender(label, Path(path), Deployed(member, recipe.boundary), recipe)
 
 
 def video_scores(c: Contender, frames: pd.DataFrame, decision: np.ndarray) -> pd.DataFrame:
@@ -233,7 +233,7 @@ def video_scores(c: Contender, frames: pd.DataFrame, decision: np.ndarray) -> pd
     from decision logits."""
     df = frames[["video_id", "label"]].reset_index(drop=True).copy()
     df["prob"] = c.boundary.p_from_decision(decision)
-    v = aggregate_videos(df, how=c.recipe["video_agg"])
+    v = aggregate_videos(df, how=c.recipe.video_agg)
     v["correct"] = (v["prob"].to_numpy() > c.threshold) == (v["label"].to_numpy() == 1)
     return v
 

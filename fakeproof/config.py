@@ -24,6 +24,8 @@ import yaml
 from fakeproof.errors import FakeproofError
 
 PARAMS_FILE = "params.yaml"
+#: detect's and the web page's default checkpoint: dvc.yaml's path.robust (a test keeps them equal)
+DEFAULT_CHECKPOINT = "models/robust.pt"
 #: The common corruptions of ``eval.corruptions``, listed once (fakeproof/corruptions/ registers
 #: exactly these; kept here so that the loader validates names without importing torch).
 CORRUPTION_NAMES = ("jpeg", "h264", "gaussian_noise", "salt_pepper", "gaussian_blur", "brightness",
@@ -39,6 +41,16 @@ class ParamsError(FakeproofError, ValueError):
 
 
 _FRACTION = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)\s*/\s*([+-]?\d+(?:\.\d*)?)\s*$")
+
+
+def _as_float(value: Any, key: str, why: str, use: str) -> float:
+    """A number, or a string of one, as a float; else one line: ``key = value: why; use``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ParamsError(f"{key} = {value!r}: not a number; {use}")
+    try:
+        return float(value)
+    except ValueError:
+        raise ParamsError(f"{key} = {value!r}: {why}; {use}") from None
 
 
 def parse_fraction(value: Any, key: str = "value", lo: float = 0.0, hi: float = 1.0) -> float:
@@ -59,10 +71,7 @@ def parse_fraction(value: Any, key: str = "value", lo: float = 0.0, hi: float = 
                 raise ParamsError(f"{key} = {value!r}: division by zero; {allowed}")
             out = num / den
         else:
-            try:
-                out = float(value)
-            except ValueError:
-                raise ParamsError(f"{key} = {value!r}: not a number or fraction; {allowed}") from None
+            out = _as_float(value, key, "not a number or fraction", allowed)
     else:
         raise ParamsError(f"{key} = {value!r}: not a number; {allowed}")
     if not math.isfinite(out) or out < lo or out > hi:
@@ -350,15 +359,7 @@ def _coerce(value: Any, tp: Any, key: str, meta: dict) -> Any:
         _check_bounds(value, key, meta)
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            if isinstance(value, str):
-                try:
-                    value = float(value)
-                except ValueError:
-                    raise ParamsError(f"{key} = {value!r}: not a number; use a number{_bounds(meta)}") from None
-            else:
-                raise ParamsError(f"{key} = {value!r}: not a number; use a number{_bounds(meta)}")
-        value = float(value)
+        value = _as_float(value, key, "not a number", f"use a number{_bounds(meta)}")
         if not math.isfinite(value):
             raise ParamsError(f"{key} = {value!r}: not finite; use a number{_bounds(meta)}")
         _check_bounds(value, key, meta)

@@ -16,7 +16,6 @@ interval by resampling whole videos once per draw for all of them (the bootstrap
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import warnings
@@ -34,6 +33,7 @@ from fakeproof.bootstrap import (NOT_ESTIMABLE, class_video_counts, exact_auc, i
 from fakeproof.corruptions import CorruptionError, get_corruption
 from fakeproof.data import FaceDataset
 from fakeproof.predict import as_logit_array
+from fakeproof.runtime import named_seed
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,7 @@ Cell = tuple[str, int]  # (corruption, severity)
 
 def corruption_seed(seed: int, corruption: str, video_id: str, severity: int) -> int:
     """A seed keyed by names, not list positions (63 bits of a SHA-256)."""
-    h = hashlib.sha256(f"{seed}|{corruption}|{video_id}|{int(severity)}".encode()).digest()
-    return int.from_bytes(h[:8], "big") >> 1
+    return named_seed(seed, corruption, video_id, int(severity))
 
 
 @dataclass

@@ -30,13 +30,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from fakeproof.augment import augment_image, item_rng, resolve_preset
 from fakeproof.errors import FakeproofError
+from fakeproof.io import read_stage_csv
+from fakeproof.splits import EVAL_SPLITS, SPLIT_COLUMNS
 from fakeproof.store import FaceStore
 
 log = logging.getLogger(__name__)
 
-FACE_COLUMNS = ("key", "video_id", "frame", "face")
-SPLIT_COLUMNS = ("video_id", "label", "split", "group", "method", "source")
-EVAL_SPLITS = ("val", "test")  # never augmented
+#: The columns of faces.csv (crop_faces writes more: fakeproof.faces.FACES_CSV_COLUMNS) and of
+#: splits.csv (fakeproof.splits.SPLIT_COLUMNS, less its n_faces) that a dataset reads.
+FACES_CSV_READ = ("key", "video_id", "frame", "face")
+SPLITS_CSV_READ = tuple(c for c in SPLIT_COLUMNS if c != "n_faces")
 
 
 class DataError(FakeproofError, ValueError):
@@ -59,17 +62,9 @@ class DataPaths:
 
 
 def _read_csv(path: Path, needed: tuple[str, ...], what: str) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path, dtype={"key": str, "video_id": str, "split": str, "group": str,
-                                      "method": str, "source": str}, keep_default_na=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found; run the {what} stage first (dvc repro {what})") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: unreadable ({type(e).__name__}); re-run the {what} stage") from None
-    missing = [c for c in needed if c not in df.columns]
-    if missing:
-        raise DataError(f"{path}: missing columns {missing}; re-run the {what} stage")
-    return df
+    return read_stage_csv(path, what, DataError, needed,
+                          dtype={"key": str, "video_id": str, "split": str, "group": str,
+                                 "method": str, "source": str})
 
 
 class FaceDataset(Dataset):
@@ -78,12 +73,12 @@ class FaceDataset(Dataset):
     def __init__(self, store_path: str | Path, faces_csv: str | Path, splits_csv: str | Path,
                  split: Optional[str], augment: Union[bool, str] = False, seed: int = 0) -> None:
         self.augment = resolve_preset(augment)  # the preset's name ("none": no augmentation)
-        if split in EVAL_SPLITS and self.augment != "none":
+        if split in EVAL_SPLITS and self.augment != "none":  # val and test: never augmented
             raise DataError(f"augment = {augment!r} for the {split} split: only training crops are "
                             "augmented; build val and test datasets without augment")
         self.store = FaceStore(store_path)
-        faces = _read_csv(Path(faces_csv), FACE_COLUMNS, "crop_faces")
-        splits = _read_csv(Path(splits_csv), SPLIT_COLUMNS, "split")
+        faces = _read_csv(Path(faces_csv), FACES_CSV_READ, "crop_faces")
+        splits = _read_csv(Path(splits_csv), SPLITS_CSV_READ, "split")
         dup = splits["video_id"].duplicated()
         if dup.any():
             raise DataError(f"{splits_csv}: video_id {splits.loc[dup, 'video_id'].iloc[0]!r} "
@@ -93,8 +88,8 @@ class FaceDataset(Dataset):
             if split not in known:
                 raise DataError(f"{splits_csv}: no split {split!r}; splits present: {known}")
             splits = splits[splits["split"] == split]
-        cols = [c for c in faces.columns if c not in SPLIT_COLUMNS or c == "video_id"]
-        df = faces[cols].merge(splits[list(SPLIT_COLUMNS)], on="video_id", how="inner",
+        cols = [c for c in faces.columns if c not in SPLITS_CSV_READ or c == "video_id"]
+        df = faces[cols].merge(splits[list(SPLITS_CSV_READ)], on="video_id", how="inner",
                                validate="many_to_one")
         df["label"] = df["label"].astype(int)
         if not df["label"].isin([0, 1]).all():

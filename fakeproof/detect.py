@@ -53,15 +53,14 @@ from fakeproof.faces import FaceCropper, prefetch
 from fakeproof.frames import extract_video, iter_frame_batches, tar_path, write_frames_tar
 from fakeproof.metrics import aggregate_videos
 from fakeproof.models import Detector, ModelError, load_checkpoint
-from fakeproof.recipe import REFRESH, RecipeError, read_recipe, recipe_params
-from fakeproof.runtime import frozen_on
+from fakeproof.recipe import REFRESH, Recipe, RecipeError, read_recipe, recipe_params
+from fakeproof.runtime import frozen_on, resolve_device
 from fakeproof.store import decode_tensor, encode_image
+from fakeproof.video import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
-                  ".3gp", ".ts", ".mts")
 #: Crops per model call: across files, so short clips still fill a batch.
 BATCH_CPU, BATCH_GPU = 64, 256
 #: The frames' tar name inside each file's temporary folder.
@@ -83,7 +82,7 @@ class Bundle:
     """A loaded detector and everything inference needs, all from the checkpoint."""
 
     model: Detector
-    recipe: dict[str, Any]
+    recipe: Recipe
     frames: FramesParams
     faces: FacesParams
     device: torch.device
@@ -93,15 +92,15 @@ class Bundle:
     @property
     def boundary(self) -> Boundary:
         """The deployed decision boundary: Platt calibration and the val threshold."""
-        return Boundary.from_recipe(self.recipe)
+        return self.recipe.boundary
 
     @property
     def threshold(self) -> float:
-        return float(self.recipe["threshold"])
+        return self.recipe.threshold
 
     @property
     def video_agg(self) -> str:
-        return str(self.recipe["video_agg"])
+        return self.recipe.video_agg
 
 
 @dataclass
@@ -150,22 +149,6 @@ class Result:
 # -- Loading ---------------------------------------------------------------------------------------
 
 
-def resolve_device(spec: str | torch.device = "auto") -> torch.device:
-    """``auto``: the first CUDA device when ``torch.cuda.is_available()``, else the CPU."""
-    spec = str(spec)
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except (RuntimeError, ValueError):
-        raise DetectError(f"--device {spec!r}: unknown; use auto, cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DetectError(f"--device {spec}: no CUDA device here; use --device cpu or auto")
-    if device.type not in ("cpu", "cuda"):
-        raise DetectError(f"--device {spec}: unsupported; use auto, cpu or cuda[:N]")
-    return device
-
-
 def load_detector(checkpoint: str | Path, device: str | torch.device = "auto") -> Bundle:
     """Load a checkpoint and its recipe; raise a one-line :class:`FakeproofError` if unusable."""
     path = Path(checkpoint)
@@ -180,16 +163,17 @@ def load_detector(checkpoint: str | Path, device: str | torch.device = "auto") -
         raise CheckpointError(f"{path}: not a fakeproof model checkpoint ({why}); pass a .pt "
                               "written by the pretrain or adv_finetune stage") from None
     recipe = read_recipe(meta, str(path))
-    if recipe["model"] != model.name:
-        raise RecipeError(f"{path}: recipe names model {recipe['model']!r} but the weights are "
+    if recipe.model != model.name:
+        raise RecipeError(f"{path}: recipe names model {recipe.model!r} but the weights are "
                           f"{model.name!r}; refresh it with `{REFRESH}`")
     for key in ("mean", "std"):
         have = getattr(model.normalize, key).reshape(-1).tolist()
-        if not np.allclose(have, recipe[key], atol=1e-6):
-            raise RecipeError(f"{path}: recipe {key} {recipe[key]} differs from the model's "
+        want = getattr(recipe, key)
+        if not np.allclose(have, want, atol=1e-6):
+            raise RecipeError(f"{path}: recipe {key} {list(want)} differs from the model's "
                               f"normalisation {have}; refresh it with `{REFRESH}`")
     frames, faces = recipe_params(recipe, str(path))
-    dev = resolve_device(device)
+    dev = resolve_device(device, what="--device", error=DetectError)
     if "device" in {f.name for f in dataclasses.fields(faces)}:  # MTCNN follows --device too
         faces = dataclasses.replace(faces, device=dev.type)
     return Bundle(frozen_on(model, dev), recipe, frames, faces, dev, path, FaceCropper(faces))

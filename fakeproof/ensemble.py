@@ -4,7 +4,7 @@
    clean and robust models and declares each as a dep); ``ensemble.members`` picks some of them
    by name (empty: every one). Each member keeps its own preprocessing: the input size and Platt
    calibration of its inference recipe (:mod:`fakeproof.recipe`); normalisation is a layer of
-   each member (:mod:`fakeproof.fusion`).
+   each member (:mod:`fakeproof.models.fusion`).
 2. **Weights** on the simplex, fitted on **val** (:func:`fit_weights`): ``ensemble.fit: robust``
    (default) minimises the val log loss of the fused logit ``sum_i w_i (a_i z_i + b_i)`` over
    clean val faces *and* PGD examples of them crafted on the ensemble itself
@@ -53,21 +53,22 @@ from fakeproof.calibration import log_loss
 from fakeproof.config import EvalParams, Params, as_dict
 from fakeproof.data import DataPaths, FaceDataset, make_loader
 from fakeproof.errors import FakeproofError
-from fakeproof.evaluate import ROBUST, eval_budget, evaluate_model, headline, model_pairs
-from fakeproof.fusion import (ENSEMBLE, IDENTITY_MEAN, IDENTITY_STD, Ensemble, Member, resize,
-                              save_ensemble)
+from fakeproof.evaluate import (ROBUST, Scored, eval_budget, evaluate_model, headline, model_pairs,
+                                wide_by_eps)
 from fakeproof.intervals import level_metrics
 from fakeproof.io import write_csv, write_json
 from fakeproof.metrics import score_spread
 from fakeproof.models import load_checkpoint
+from fakeproof.models.fusion import (ENSEMBLE, IDENTITY_MEAN, IDENTITY_STD, Ensemble, Member,
+                                     save_ensemble)
 from fakeproof.predict import as_logit_array, logits_of
-from fakeproof.recipe import build_recipe, read_recipe
+from fakeproof.recipe import Recipe, build_recipe, read_recipe
 from fakeproof.runtime import frozen_on, resolve_device
 from fakeproof.sampling import Sample
 from fakeproof.under_attack import dataset_batches, eps_label, score_under_attack
 
-__all__ = ["Ensemble", "EnsembleError", "Member", "fit_weights", "load_member", "log_loss",
-           "resize", "run_ensemble", "select_members", "transfer_matrix"]
+__all__ = ["Ensemble", "EnsembleError", "Member", "fit_weights", "load_member", "run_ensemble",
+           "select_members", "transfer_matrix"]
 
 log = logging.getLogger(__name__)
 HEADLINE_KEY = "ens"  # the ensemble's key in its headline file (dvc exp show: ens.auc, ...)
@@ -80,7 +81,7 @@ class EnsembleError(FakeproofError, ValueError):
 # --------------------------------------------------------------------------------------------
 # members and weights
 # --------------------------------------------------------------------------------------------
-def load_member(path: str | Path) -> tuple[Member, dict[str, Any]]:
+def load_member(path: str | Path) -> tuple[Member, Recipe]:
     """A checkpoint as an ensemble member: its detector behind its recipe's input size and Platt
     calibration (its output is the calibrated logit); returns the member and the recipe. Errors
     name the file."""
@@ -88,14 +89,13 @@ def load_member(path: str | Path) -> tuple[Member, dict[str, Any]]:
     if isinstance(model, Ensemble):
         raise EnsembleError(f"{path}: is itself an ensemble; give its members as members instead")
     recipe = read_recipe(meta, str(path))
-    return (Member(model, int(recipe["input_size"]), float(recipe["platt_a"]),
-                   float(recipe["platt_b"])), recipe)
+    return Member(model, recipe.input_size, recipe.platt_a, recipe.platt_b), recipe
 
 
-def member_boundary(recipe: Mapping[str, Any]) -> Boundary:
+def member_boundary(recipe: Recipe) -> Boundary:
     """A member's deployed boundary on its calibrated logit: its own threshold (the calibration
     is inside :class:`Member` already)."""
-    return Boundary(1.0, 0.0, float(recipe["threshold"]))
+    return Boundary(1.0, 0.0, recipe.threshold)
 
 
 def select_members(available: Mapping[str, Path], wanted: Sequence[str]) -> dict[str, Path]:
@@ -264,12 +264,51 @@ def _split(paths: DataPaths, split: str, why: str) -> FaceDataset:
     return ds
 
 
-def _wide_acc(table: pd.DataFrame) -> pd.DataFrame:
-    t = table.assign(series=table["model"] + "_" + table["attack"])
-    w = t.pivot_table(index="eps", columns="series", values="acc", sort=True).reset_index()
-    w.columns.name = None
-    w.insert(1, "eps_255", (w["eps"] * 255).round(4))
-    return w
+def _member_reports(names: Sequence[str], weights: np.ndarray, chosen: Mapping[str, Path],
+                    deployed: Mapping[str, Deployed], test: Mapping[str, np.ndarray],
+                    val_loss: Mapping[str, float], frames: pd.DataFrame, ep: EvalParams
+                    ) -> dict[str, dict[str, Any]]:
+    """Per member: checkpoint, fusion weight, input size, calibration, threshold, val log loss
+    and its own clean test metrics at its own boundary."""
+    out = {}
+    for n, w in zip(names, weights):
+        member, boundary = deployed[n].model, deployed[n].boundary
+        out[n] = {"checkpoint": str(chosen[n]), "weight": float(w),
+                  "input_size": member.input_size, "platt_a": member.a, "platt_b": member.b,
+                  "threshold": boundary.threshold, "val_logloss": val_loss[n],
+                  "test_clean": level_metrics(frames, boundary.decision(test[n]), boundary,
+                                              ep.video_agg, ep.bootstrap, ep.seed, ep.min_videos)}
+    return out
+
+
+def _fit_and_save(params: Params, members_: Mapping[str, Member], val: Mapping[str, np.ndarray],
+                  val_ds: FaceDataset, chosen: Mapping[str, Path], device: torch.device,
+                  out_model: Path) -> tuple[np.ndarray, dict, Ensemble, Boundary, bool, dict]:
+    """Fit the fusion weights (``ensemble.fit``) and the boundary on val, save the ensemble;
+    returns weights, the fit's log, the ensemble, its boundary, whether Platt scaling held, and
+    the val log loss per member and of the ensemble."""
+    ep, enp = params.eval, params.ensemble
+    names = list(members_)
+    z_val = np.stack([val[n] for n in names], axis=1)
+    fit_log: dict[str, Any] = {}
+    if enp.fit == "robust":
+        weights, fit_log = fit_robust_weights(members_, z_val, val_ds, ep)
+    else:
+        weights = fit_weights(z_val, val_ds.labels, enp.fit)
+    ens = frozen_on(Ensemble([members_[n] for n in names], names, weights), device)
+    fused_val = z_val @ weights
+    boundary, platt_ok = fit_boundary(fused_val, val_ds.labels)
+    val_loss = {n: log_loss(val[n], val_ds.labels) for n in names}
+    val_loss[ENSEMBLE] = log_loss(fused_val, val_ds.labels)
+    save_ensemble(out_model, ens, {
+        "recipe": ensemble_recipe(params, boundary, members_[names[0]].name),
+        "members": {n: str(chosen[n]) for n in names}, "fit": enp.fit,
+        "val_logloss": val_loss, "val_threshold": boundary.threshold})
+    log.info("ensemble: %s fitted on %d val faces (%s): weights %s, val log loss %.4f (best "
+             "member %.4f)", ", ".join(names), len(val_ds), enp.fit,
+             ", ".join(f"{n}={w:.3f}" for n, w in zip(names, weights)), val_loss[ENSEMBLE],
+             min(val_loss[n] for n in names))
+    return weights, fit_log, ens, boundary, platt_ok, val_loss
 
 
 def run_ensemble(params: Params, paths: DataPaths, members: Mapping[str, Path], out_model: Path,
@@ -295,48 +334,24 @@ def run_ensemble(params: Params, paths: DataPaths, members: Mapping[str, Path], 
         return {n: logits_of(loaded[n][0], loader, f"{n} {what}", device)[0] for n in names}
 
     val = scores(val_ds, "val")
-    z_val = np.stack([val[n] for n in names], axis=1)
     members_ = {n: loaded[n][0] for n in names}
-    fit_log: dict[str, Any] = {}
-    if enp.fit == "robust":
-        weights, fit_log = fit_robust_weights(members_, z_val, val_ds, ep)
-    else:
-        weights = fit_weights(z_val, val_ds.labels, enp.fit)
-    ens = frozen_on(Ensemble([members_[n] for n in names], names, weights), device)
-    fused_val = z_val @ weights
-    boundary, platt_ok = fit_boundary(fused_val, val_ds.labels)
-    val_loss = {n: log_loss(val[n], val_ds.labels) for n in names}
-    val_loss[ENSEMBLE] = log_loss(fused_val, val_ds.labels)
-    save_ensemble(out_model, ens, {
-        "recipe": ensemble_recipe(params, boundary, loaded[names[0]][0].name),
-        "members": {n: str(chosen[n]) for n in names}, "fit": enp.fit,
-        "val_logloss": val_loss, "val_threshold": boundary.threshold})
-    log.info("ensemble: %s fitted on %d val faces (%s): weights %s, val log loss %.4f (best "
-             "member %.4f)", ", ".join(names), len(val_ds), enp.fit,
-             ", ".join(f"{n}={w:.3f}" for n, w in zip(names, weights)), val_loss[ENSEMBLE],
-             min(val_loss[n] for n in names))
+    weights, fit_log, ens, boundary, platt_ok, val_loss = _fit_and_save(
+        params, members_, val, val_ds, chosen, device, out_model)
 
     frames = test_ds.frames.reset_index(drop=True)
     test = scores(test_ds, "test")
     deployed = {n: Deployed(members_[n], member_boundary(loaded[n][1])) for n in names}
     deployed[ENSEMBLE] = Deployed(ens, boundary)
-    member_out = {n: {"checkpoint": str(chosen[n]), "weight": float(w),
-                      "input_size": members_[n].input_size, "platt_a": members_[n].a,
-                      "platt_b": members_[n].b, "threshold": deployed[n].boundary.threshold,
-                      "val_logloss": val_loss[n],
-                      "test_clean": level_metrics(frames, deployed[n].boundary.decision(test[n]),
-                                                  deployed[n].boundary, ep.video_agg,
-                                                  ep.bootstrap, ep.seed, ep.min_videos)}
-                  for n, w in zip(names, weights)}
+    member_out = _member_reports(names, weights, chosen, deployed, test, val_loss, frames, ep)
     ref = score_spread(deployed[names[0]].boundary.decision(test[names[0]]))["logit_std"]
     res = evaluate_model(ENSEMBLE, deployed[ENSEMBLE], test_ds, ep, reference_spread=ref, keep=0)
-    sample = res["sample"]
+    sample = res.sample
     transfer, transfer_clean, white_box = transfer_matrix(deployed, test_ds, sample, ep,
                                                           ep.headline_eps)
     lab = eps_label(ep.headline_eps)
-    as_results = {n: {"clean_logits": deployed[n].boundary.decision(test[n]), "sample": sample,
-                      "worst": {lab: white_box[n]}} for n in names}
-    as_results[ENSEMBLE] = {**res, "worst": {lab: white_box[ENSEMBLE]}}
+    as_results = {n: Scored(deployed[n].boundary.decision(test[n]), sample, {lab: white_box[n]})
+                  for n in names}
+    as_results[ENSEMBLE] = Scored(res.clean_logits, sample, {lab: white_box[ENSEMBLE]})
     pairs = model_pairs(as_results, frames, ep)
 
     head = headline(res, ep)
@@ -344,31 +359,30 @@ def run_ensemble(params: Params, paths: DataPaths, members: Mapping[str, Path], 
         "weights": dict(zip(names, (float(w) for w in weights))), "fit": enp.fit,
         "fit_log": fit_log, "boundary": boundary.to_recipe(), "platt_ok": platt_ok,
         "members": member_out,
-        "ensemble": {"val_logloss": val_loss[ENSEMBLE], "test_clean": res["test_clean"],
-                     "sample_clean": res["sample_clean"], "attacks": res["attacks"],
-                     ROBUST: res["robust"], "clean_to_attacked": res["clean_to_attacked"],
-                     "unbounded": res["unbounded"], "sanity": res["sanity"],
-                     "spread": res["spread"]},
+        "ensemble": {"val_logloss": val_loss[ENSEMBLE], "test_clean": res.test_clean,
+                     "sample_clean": res.sample_clean, "attacks": res.attacks,
+                     ROBUST: res.robust, "clean_to_attacked": res.clean_to_attacked,
+                     "unbounded": res.unbounded, "sanity": res.sanity,
+                     "spread": res.spread},
         "pairs": pairs, "pairs_note": f"robust@{lab} here is white-box PGD of each model alone "
                                       "(members are attacked with the full suite by evaluate)",
         "transfer": transfer, "transfer_clean": transfer_clean,
         "transfer_eps": lab, "transfer_attack": "pgd",
-        "test_faces": res["n_frames"], "test_videos": res["n_videos"],
+        "test_faces": res.n_frames, "test_videos": res.n_videos,
         "sample": {"videos": int(sample.frames["video_id"].nunique()),
                    "faces": int(len(sample.index)), "strata": sample.strata},
-        "budget": res["budget"],
+        "budget": res.budget,
         "params": {"ensemble": as_dict(enp),
                    "eval": {k: v for k, v in as_dict(ep).items() if k != "cross"}},
     }
     write_json(out_metrics, detail)
     write_json(out_headline, {HEADLINE_KEY: head}, digits=4)
     if plots_dir is not None:
-        write_csv(Path(plots_dir) / "robust_acc.csv", _wide_acc(res["table"]))
+        write_csv(Path(plots_dir) / "robust_acc.csv", wide_by_eps(res.table, "acc"))
     log.info("ensemble: test AUC %.4f (members %s); robust bacc at %s %.4f; sanity %s; %.1fs",
              head["auc"], ", ".join(f"{n} {member_out[n]['test_clean']['frame']['auc']:.4f}"
-                                    for n in names),
-             eps_label(ep.headline_eps), head.get("adv_bacc", float("nan")),
-             "ok" if res["sanity"]["ok"] else "FLAGGED", time.perf_counter() - t0)
+                                    for n in names), lab, head.get("adv_bacc", float("nan")),
+             "ok" if res.sanity["ok"] else "FLAGGED", time.perf_counter() - t0)
     return {"members": len(names), "test_auc": head["auc"],
             "robust_bacc": head.get("adv_bacc"), "val_logloss": val_loss[ENSEMBLE],
             "weights": detail["weights"]}

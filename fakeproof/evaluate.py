@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -59,14 +60,15 @@ from fakeproof.corruption_sweep import Sweep, corrupted_logits, mean_auc_interva
 from fakeproof.corruptions import LEVELS
 from fakeproof.data import DataPaths, FaceDataset, make_loader
 from fakeproof.errors import EvaluationError
-from fakeproof.gallery import save_gallery
+from fakeproof.gallery import gallery_positions, save_gallery
 from fakeproof.intervals import interval_text, level_metrics, paired_difference
 from fakeproof.io import write_csv, write_json
 from fakeproof.metrics import attack_success_rate, roc_points, score_spread
 from fakeproof.models import load_checkpoint
 from fakeproof.predict import logits_of, proba
+from fakeproof.recipe import deployed_boundary
 from fakeproof.runtime import frozen_on, resolve_device
-from fakeproof.sampling import choose_sample, video_strata
+from fakeproof.sampling import Sample, choose_sample, video_strata
 from fakeproof.sanity import UNBOUNDED_EPS, sanity_flags
 from fakeproof.under_attack import dataset_batches, eps_label, score_under_attack
 
@@ -95,16 +97,51 @@ def attack_videos(ep: EvalParams) -> Optional[int]:
 # --------------------------------------------------------------------------------------------
 # one model
 # --------------------------------------------------------------------------------------------
-def gallery_positions(n: int, keep: int) -> np.ndarray:
-    """Positions in the attacked sample shown in the gallery: spread evenly, so several videos."""
-    if keep <= 0 or n == 0:
-        return np.zeros(0, dtype=int)
-    return np.unique(np.linspace(0, n - 1, min(keep, n)).round().astype(int))
+@dataclass(frozen=True)
+class Scored:
+    """What a paired comparison of two models needs (:func:`model_pairs`): clean logits on the
+    whole test split, the attacked sample and the per-face worst logits per eps label."""
+
+    clean_logits: np.ndarray
+    sample: Sample
+    worst: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ModelResult(Scored):
+    """One model's evaluation (:func:`evaluate_model`), every number at its deployed boundary."""
+
+    boundary: Boundary
+    test_clean: dict[str, Any]  # level_metrics on the whole test split
+    sample_clean: dict[str, Any]  # level_metrics on the attacked sample
+    attacks: dict[str, dict]  # attack -> eps label -> metrics and attack_success_rate
+    robust: dict[str, dict]  # eps label -> per-face worst-case metrics
+    clean_to_attacked: dict[str, Any]
+    unbounded: dict[str, Any]
+    sanity: dict[str, Any]
+    spread: dict[str, Any]
+    table: pd.DataFrame  # one row per attack (and robust) and eps: the plot tables
+    rocs: dict[str, pd.DataFrame]
+    gallery: dict[str, tuple]  # "pgd" -> (adversarial images kept, their P(fake))
+    sample_clean_probs: np.ndarray
+    budget: dict[str, Any]
+    n_frames: int
+    n_videos: int
+
+    def detail(self) -> dict[str, Any]:
+        """The per-model part of the detail file."""
+        return {"boundary": self.boundary.to_recipe(), "test_clean": self.test_clean,
+                "sample_clean": self.sample_clean, "attacks": self.attacks, "robust": self.robust,
+                "clean_to_attacked": self.clean_to_attacked, "unbounded": self.unbounded,
+                "sanity": self.sanity, "spread": self.spread, "n_test_faces": self.n_frames,
+                "n_test_videos": self.n_videos,
+                "sample": {"videos": int(self.sample.frames["video_id"].nunique()),
+                           "faces": int(len(self.sample.index)), "strata": self.sample.strata}}
 
 
 def evaluate_model(name: str, model: Deployed, ds: FaceDataset, ep: EvalParams,
                    reference_spread: Optional[float] = None, keep: int = 0,
-                   selection: Optional[dict] = None) -> dict[str, Any]:
+                   selection: Optional[dict] = None) -> ModelResult:
     """Clean metrics, the eps sweep, per-face robust accuracy and sanity flags for one model
     behind its deployed boundary (every number at that boundary; attacks aim at it)."""
     model.eval()
@@ -169,14 +206,13 @@ def evaluate_model(name: str, model: Deployed, ds: FaceDataset, ep: EvalParams,
              frames["video_id"].nunique(), test_clean["frame"]["auc"], test_clean["video"]["auc"],
              sample.frames["video_id"].nunique(), len(sample.index), len(ep.attacks), len(ep.eps),
              time.perf_counter() - t0)
-    return {"test_clean": test_clean, "sample_clean": sample_clean, "attacks": detail,
-            "robust": robust, "sanity": flags, "spread": spread, "table": table, "rocs": rocs,
-            "gallery": gallery, "sample": sample, "sample_clean_probs": proba(sub_clean),
-            "clean_logits": clean_logits, "worst": worst_at, "boundary": boundary,
-            "clean_to_attacked": drop, "unbounded": {"eps": eps_label(UNBOUNDED_EPS),
-                                                     "robust_acc": unbounded_acc},
-            "budget": as_dict(budget), "n_frames": len(frames),
-            "n_videos": int(frames["video_id"].nunique())}
+    return ModelResult(
+        clean_logits=clean_logits, sample=sample, worst=worst_at, boundary=boundary,
+        test_clean=test_clean, sample_clean=sample_clean, attacks=detail, robust=robust,
+        clean_to_attacked=drop, unbounded={"eps": eps_label(UNBOUNDED_EPS), "robust_acc": unbounded_acc},
+        sanity=flags, spread=spread, table=table, rocs=rocs, gallery=gallery,
+        sample_clean_probs=proba(sub_clean), budget=as_dict(budget), n_frames=len(frames),
+        n_videos=int(frames["video_id"].nunique()))
 
 
 def _attacked_metrics(frames: pd.DataFrame, z: np.ndarray, boundary: Boundary, ep: EvalParams,
@@ -197,7 +233,7 @@ def _row(model: str, attack: str, eps: float, m: dict, asr: float) -> dict[str, 
 # --------------------------------------------------------------------------------------------
 # reports
 # --------------------------------------------------------------------------------------------
-def headline(res: dict[str, Any], ep: EvalParams) -> dict[str, Any]:
+def headline(res: ModelResult, ep: EvalParams) -> dict[str, Any]:
     """The numbers a paper's table shows for one model, in five short keys (``dvc exp show``
     after two experiments stays within 200 columns): clean ``auc`` with its 95 % video-resampled
     interval ``auc_ci`` and balanced accuracy ``bacc`` on the whole test split (frame level), and
@@ -207,17 +243,19 @@ def headline(res: dict[str, Any], ep: EvalParams) -> dict[str, Any]:
     aim at; an interval is ``"n/e"`` (not estimable) below ``eval.min_videos`` videos per class.
     Everything else (video level, accuracy, per-attack AUC, paired differences, corruptions,
     calibration) is in the detail file."""
-    c = res["test_clean"]["frame"]
+    c = res.test_clean["frame"]
     out: dict[str, Any] = {"auc": c["auc"], "auc_ci": interval_text(c.get("auc_lo"), c.get("auc_hi")),
                            "bacc": c["bacc"]}
-    rob = res["robust"].get(eps_label(ep.headline_eps))
+    rob = res.robust.get(eps_label(ep.headline_eps))
     if rob is not None:
         r = rob["frame"]
         out.update({"adv_bacc": r["bacc"], "adv_ci": interval_text(r.get("bacc_lo"), r.get("bacc_hi"))})
     return out
 
 
-def _wide(tables: pd.DataFrame, value: str) -> pd.DataFrame:
+def wide_by_eps(tables: pd.DataFrame, value: str) -> pd.DataFrame:
+    """One row per eps (and ``eps_255``), one column ``<model>_<attack>`` of ``value``: a plot
+    table of the sweep rows."""
     t = tables.copy()
     t["series"] = t["model"] + "_" + t["attack"]
     w = t.pivot_table(index="eps", columns="series", values=value, sort=True).reset_index()
@@ -226,23 +264,13 @@ def _wide(tables: pd.DataFrame, value: str) -> pd.DataFrame:
     return w
 
 
-def _detail(r: dict[str, Any]) -> dict[str, Any]:
-    return {"boundary": r["boundary"].to_recipe(), "test_clean": r["test_clean"],
-            "sample_clean": r["sample_clean"], "attacks": r["attacks"], "robust": r["robust"],
-            "clean_to_attacked": r["clean_to_attacked"], "unbounded": r["unbounded"],
-            "sanity": r["sanity"], "spread": r["spread"], "n_test_faces": r["n_frames"],
-            "n_test_videos": r["n_videos"],
-            "sample": {"videos": int(r["sample"].frames["video_id"].nunique()),
-                       "faces": int(len(r["sample"].index)), "strata": r["sample"].strata}}
-
-
 # --------------------------------------------------------------------------------------------
 # common corruptions and calibration
 # --------------------------------------------------------------------------------------------
 _CI = ("auc", "auc_lo", "auc_hi", "bacc", "bacc_lo", "bacc_hi")
 
 
-def corruption_results(frames: pd.DataFrame, sweep: Sweep, results: dict[str, dict],
+def corruption_results(frames: pd.DataFrame, sweep: Sweep, results: Mapping[str, ModelResult],
                        ep: EvalParams) -> tuple[dict, dict, dict[str, pd.DataFrame]]:
     """Metrics per model, corruption and severity (frame ``auc``/``bacc`` and ``video_*``, with
     video-resampled intervals; ``videos`` scored and ``skipped_videos``), the mean over the cells
@@ -263,7 +291,7 @@ def corruption_results(frames: pd.DataFrame, sweep: Sweep, results: dict[str, di
                 cell: dict[str, Any] = {k: None for k in _CI + tuple(f"video_{k}" for k in _CI)}
                 cell.update(videos=n_videos - skipped, skipped_videos=skipped)
                 if ok.any() and frames.loc[ok, "label"].nunique() == 2:
-                    lm = level_metrics(frames[ok].reset_index(drop=True), z[ok], r["boundary"],
+                    lm = level_metrics(frames[ok].reset_index(drop=True), z[ok], r.boundary,
                                        ep.video_agg, ep.bootstrap, ep.seed, ep.min_videos)
                     cell.update({k: lm["frame"][k] for k in _CI})
                     cell.update({f"video_{k}": lm["video"][k] for k in _CI})
@@ -277,7 +305,7 @@ def corruption_results(frames: pd.DataFrame, sweep: Sweep, results: dict[str, di
         for s in [0, *ep.corruption_severities]:
             row: dict[str, Any] = {"severity": s}
             for m, r in results.items():
-                f, v = ((r["test_clean"]["frame"], r["test_clean"]["video"]) if s == 0 else
+                f, v = ((r.test_clean["frame"], r.test_clean["video"]) if s == 0 else
                         ({k: out[m][c][str(s)][k] for k in ("auc", "bacc")},
                          {k: out[m][c][str(s)][f"video_{k}"] for k in ("auc", "bacc")}))
                 row.update({f"{m}_auc": f["auc"], f"{m}_bacc": f["bacc"],
@@ -287,13 +315,13 @@ def corruption_results(frames: pd.DataFrame, sweep: Sweep, results: dict[str, di
     return out, means, tables
 
 
-def calibration_summary(r: dict[str, Any], frames: pd.DataFrame, ep: EvalParams
+def calibration_summary(r: ModelResult, frames: pd.DataFrame, ep: EvalParams
                         ) -> dict[str, Any]:
     """ECE (with a stratified video-resampled interval), Brier score and log loss of the
     checkpoint's Platt-calibrated P(fake) on the whole test split, beside the uncalibrated
     ``sigmoid(z)``."""
-    b: Boundary = r["boundary"]
-    calibrated = r["clean_logits"] + b.offset  # a z + b
+    b = r.boundary
+    calibrated = r.clean_logits + b.offset  # a z + b
     raw = (calibrated - b.b) / b.a
     labels = frames["label"].to_numpy()
     out = calibration_report(raw, labels, b.a, b.b)
@@ -305,7 +333,7 @@ def calibration_summary(r: dict[str, Any], frames: pd.DataFrame, ep: EvalParams
     return out
 
 
-def model_pairs(results: dict[str, dict], frames: pd.DataFrame, ep: EvalParams
+def model_pairs(results: Mapping[str, Scored], frames: pd.DataFrame, ep: EvalParams
                 ) -> dict[str, Any]:
     """Every pair of models, B minus A on the same faces: clean on the whole test split and the
     per-face worst case at ``eval.headline_eps`` on the attacked sample (paired bootstrap
@@ -316,12 +344,12 @@ def model_pairs(results: dict[str, dict], frames: pd.DataFrame, ep: EvalParams
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             ra, rb = results[a], results[b]
-            pair = {"clean": paired_difference(frames, ra["clean_logits"], rb["clean_logits"],
+            pair = {"clean": paired_difference(frames, ra.clean_logits, rb.clean_logits,
                                                n_boot=ep.bootstrap, seed=ep.seed,
                                                min_videos=ep.min_videos)}
-            if lab in ra["worst"] and lab in rb["worst"]:
+            if lab in ra.worst and lab in rb.worst:
                 pair[f"robust@{lab}"] = paired_difference(
-                    ra["sample"].frames, ra["worst"][lab], rb["worst"][lab], n_boot=ep.bootstrap,
+                    ra.sample.frames, ra.worst[lab], rb.worst[lab], n_boot=ep.bootstrap,
                     seed=ep.seed, min_videos=ep.min_videos)
             out[f"{b}-{a}"] = pair
     return out
@@ -330,20 +358,49 @@ def model_pairs(results: dict[str, dict], frames: pd.DataFrame, ep: EvalParams
 SCORE_COLUMNS = ("model", "key", "video_id", "label", "method", "clean", "attacked")
 
 
-def attacked_scores(results: dict[str, dict], ep: EvalParams) -> pd.DataFrame:
+def attacked_scores(results: Mapping[str, Scored], ep: EvalParams) -> pd.DataFrame:
     """Per face of the attacked sample and per model: the decision logit clean and under the
     per-face worst case at ``eval.headline_eps`` (``> 0``: fake at the model's deployed
     boundary). ``fakeproof leaderboard`` pairs these across experiments on the same faces."""
     lab = eps_label(ep.headline_eps)
     parts = []
     for name, r in results.items():
-        if lab not in r["worst"]:
+        if lab not in r.worst:
             continue
-        part = r["sample"].frames.reset_index(drop=True)
+        part = r.sample.frames.reset_index(drop=True)
         part = part.assign(model=name, method=part.get("method", ""),
-                           clean=r["clean_logits"][r["sample"].index], attacked=r["worst"][lab])
+                           clean=r.clean_logits[r.sample.index], attacked=r.worst[lab])
         parts.append(part[list(SCORE_COLUMNS)])
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SCORE_COLUMNS)
+
+
+def _write_plots(plots_dir: Path, results: Mapping[str, ModelResult], ds: FaceDataset,
+                 corr_tables: Mapping[str, pd.DataFrame], ep: EvalParams) -> None:
+    """The plot tables (sweep, ROC, reliability, corruptions) and the gallery."""
+    tables = pd.concat([r.table for r in results.values()], ignore_index=True)
+    write_csv(plots_dir / "robust_acc.csv", wide_by_eps(tables, "acc"))
+    write_csv(plots_dir / "robust_bacc.csv", wide_by_eps(tables, "bacc"))
+    write_csv(plots_dir / "sweep.csv", tables)
+    write_csv(plots_dir / "scores.csv", attacked_scores(results, ep))
+    for name, r in results.items():
+        for kind, roc in r.rocs.items():
+            write_csv(plots_dir / "roc" / f"{name}_{kind}.csv", roc)
+        write_csv(plots_dir / "reliability" / f"{name}.csv",
+                  reliability_points(r.clean_logits + r.boundary.offset, ds.labels))
+    for c, table in corr_tables.items():
+        write_csv(plots_dir / "corruptions" / f"{c}.csv", table)
+    save_gallery(plots_dir / "gallery.png", ds, results, ep)
+
+
+def _test_split(paths: DataPaths) -> FaceDataset:
+    ds = FaceDataset(paths.store, paths.faces_csv, paths.splits_csv, "test")
+    if len(ds) == 0:
+        raise EvaluationError(f"{paths.splits_csv}: the test split holds no faces; add data or "
+                              "change split.*")
+    if len(np.unique(ds.labels)) < 2:
+        raise EvaluationError(f"{paths.splits_csv}: the test split holds only one class; AUC and "
+                              "balanced accuracy need real and fake test videos")
+    return ds
 
 
 def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path], out_headline: Path,
@@ -356,22 +413,16 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
     torch.set_num_threads(params.train.threads)
     device = resolve_device(params.train.device)  # attacks craft in float32 on the model's device
     t0 = time.perf_counter()
-    ds = FaceDataset(paths.store, paths.faces_csv, paths.splits_csv, "test")
-    if len(ds) == 0:
-        raise EvaluationError(f"{paths.splits_csv}: the test split holds no faces; add data or "
-                              "change split.*")
-    if len(np.unique(ds.labels)) < 2:
-        raise EvaluationError(f"{paths.splits_csv}: the test split holds only one class; AUC and "
-                              "balanced accuracy need real and fake test videos")
-    results: dict[str, dict] = {}
+    ds = _test_split(paths)
+    results: dict[str, ModelResult] = {}
     models: dict[str, Deployed] = {}
     ref_spread: Optional[float] = None
     for name, path in checkpoints.items():
         model, meta = load_checkpoint(path)
-        model = models[name] = Deployed(frozen_on(model, device), Boundary.from_meta(meta))
+        model = models[name] = Deployed(frozen_on(model, device), deployed_boundary(meta))
         results[name] = evaluate_model(name, model, ds, ep, ref_spread, keep=ep.gallery,
                                        selection=meta.get("selection"))
-        ref_spread = ref_spread if ref_spread is not None else results[name]["spread"]["logit_std"]
+        ref_spread = ref_spread if ref_spread is not None else results[name].spread["logit_std"]
 
     cross_out: dict[str, Any] = {}
     if cross is not None:
@@ -381,7 +432,7 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
                                   "fake faces")
         for name in checkpoints:
             r = evaluate_model(f"{name}@cross", models[name], cds, ep)
-            cross_out[name] = {"headline": headline(r, ep), **_detail(r)}
+            cross_out[name] = {"headline": headline(r, ep), **r.detail()}
 
     frames = ds.frames.reset_index(drop=True)
     corr: dict[str, dict] = {name: {} for name in results}
@@ -400,11 +451,11 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
     first = results[next(iter(results))]
     head: dict[str, Any] = {"eps": eps_label(ep.headline_eps)}
     head.update({name: headline(r, ep) for name, r in results.items()})
-    head["sanity_ok"] = all(r["sanity"]["ok"] for r in results.values())
+    head["sanity_ok"] = all(r.sanity["ok"] for r in results.values())
     if cross_out:
         head["cross"] = {n: c["headline"] for n, c in cross_out.items()}
     detail: dict[str, Any] = {
-        "models": {name: {**_detail(r),
+        "models": {name: {**r.detail(),
                           **{k: calib[name][k] for k in ("ece", "ece_ci", "ece_uncalibrated",
                                                          "brier", "platt_a", "platt_b")},
                           "calibration": calib[name],
@@ -412,9 +463,9 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
                                           "skipped_videos": skipped}}
                    for name, r in results.items()},
         "corruption_levels": {c: list(LEVELS[c]) for c in ep.corruptions},
-        "test_faces": first["n_frames"], "test_videos": first["n_videos"],
+        "test_faces": first.n_frames, "test_videos": first.n_videos,
         "params": {k: v for k, v in as_dict(ep).items() if k != "cross"},
-        "budget": first["budget"],
+        "budget": first.budget,
     }
     if pairs:
         detail["pairs"] = pairs
@@ -425,20 +476,7 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
     if out_corruptions is not None:
         write_json(out_corruptions, corr)
 
-    plots_dir = Path(plots_dir)
-    tables = pd.concat([r["table"] for r in results.values()], ignore_index=True)
-    write_csv(plots_dir / "robust_acc.csv", _wide(tables, "acc"))
-    write_csv(plots_dir / "robust_bacc.csv", _wide(tables, "bacc"))
-    write_csv(plots_dir / "sweep.csv", tables)
-    write_csv(plots_dir / "scores.csv", attacked_scores(results, ep))
-    for name, r in results.items():
-        for kind, roc in r["rocs"].items():
-            write_csv(plots_dir / "roc" / f"{name}_{kind}.csv", roc)
-        write_csv(plots_dir / "reliability" / f"{name}.csv",
-                  reliability_points(r["clean_logits"] + r["boundary"].offset, ds.labels))
-    for c, table in corr_tables.items():
-        write_csv(plots_dir / "corruptions" / f"{c}.csv", table)
-    save_gallery(plots_dir / "gallery.png", ds, results, ep, gallery_positions, eps_label)
+    _write_plots(Path(plots_dir), results, ds, corr_tables, ep)
     log.info("evaluate: %d models, %d attacks x %d eps; sanity %s; %.1fs", len(results),
              len(ep.attacks), len(ep.eps), "ok" if head["sanity_ok"] else "FLAGGED",
              time.perf_counter() - t0)

@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from fakeproof import parallel, video
 from fakeproof.config import FramesParams, Params
-from fakeproof.io import atomic_path, write_csv
+from fakeproof.io import atomic_path, read_stage_csv, write_csv
 from fakeproof.sources import PROBLEM_COLUMNS, SourceError, validate_video_table
 from fakeproof.errors import FakeproofError
 
@@ -76,15 +76,7 @@ class FramesError(FakeproofError, RuntimeError):
 def read_video_table(videos_csv: str | Path) -> pd.DataFrame:
     """Read and validate ``videos.csv``; raise :class:`FramesError` naming the file if unusable."""
     videos_csv = Path(videos_csv)
-    try:
-        df = pd.read_csv(videos_csv, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise FramesError(f"{videos_csv}: not found; run the download stage first "
-                          "(dvc repro download)") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, IsADirectoryError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FramesError(f"{videos_csv}: not a readable video table ({reason}); "
-                          "re-run the download stage") from None
+    df = read_stage_csv(videos_csv, "download", FramesError, dtype=str)
     try:
         return validate_video_table(df, str(videos_csv))
     except (ValueError, TypeError) as e:
@@ -195,28 +187,11 @@ def iter_frame_batches(frames_dir: str | Path, video_id: str, batch_size: int = 
         yield indices, np.stack(frames)
 
 
-def iter_video_frames(frames_dir: str | Path, video_id: str) -> tuple[list[int], np.ndarray]:
-    """All stored frames of a video: ``(indices, uint8 (N, H, W, 3))`` (frames are equal-sized)."""
-    indices: list[int] = []
-    chunks: list[np.ndarray] = []
-    for idx, arr in iter_frame_batches(frames_dir, video_id, batch_size=64):
-        indices.extend(idx)
-        chunks.append(arr)
-    if not chunks:
-        raise FramesError(f"{tar_path(frames_dir, video_id)}: holds no frames; re-run extract_frames")
-    return indices, np.concatenate(chunks)
-
-
 def read_frame_index(frames_dir: str | Path) -> pd.DataFrame:
     """The ``index.csv`` of a frames folder."""
     path = Path(frames_dir) / INDEX_FILE
-    try:
-        return pd.read_csv(path, dtype={"video_id": str})
-    except FileNotFoundError:
-        raise FramesError(f"{path}: not found; run the extract_frames stage first "
-                          "(dvc repro extract_frames)") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise FramesError(f"{path}: unreadable ({type(e).__name__}); re-run extract_frames") from None
+    return read_stage_csv(path, "extract_frames", FramesError, keep_default_na=True,
+                          dtype={"video_id": str})
 
 
 # --------------------------------------------------------------------------------------------------

@@ -4,23 +4,31 @@ and the perturbation amplified to be visible."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Mapping
 
 import numpy as np
 
 from fakeproof.io import atomic_path
+from fakeproof.under_attack import eps_label
 
 
-def save_gallery(path: Path, ds: Any, results: dict[str, dict], ep: Any,
-                 positions: Callable[[int, int], np.ndarray], eps_label: Callable[[float], str]
-                 ) -> None:
-    """Write the gallery of the PGD examples kept at ``eval.headline_eps`` (atomically)."""
+def gallery_positions(n: int, keep: int) -> np.ndarray:
+    """Positions in the attacked sample shown in the gallery: spread evenly, so several videos."""
+    if keep <= 0 or n == 0:
+        return np.zeros(0, dtype=int)
+    return np.unique(np.linspace(0, n - 1, min(keep, n)).round().astype(int))
+
+
+def save_gallery(path: Path, ds: Any, results: Mapping[str, Any], ep: Any) -> None:
+    """Write the gallery of the PGD examples kept at ``eval.headline_eps`` (atomically);
+    ``results``: :class:`fakeproof.evaluate.ModelResult` per model (``gallery``, ``sample``,
+    ``sample_clean_probs`` and ``budget`` are read)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [n for n in results if results[n]["gallery"].get("pgd")]
+    names = [n for n in results if results[n].gallery.get("pgd")]
     first = results[names[0]] if names else None
     eps = ep.headline_eps
     with atomic_path(path) as tmp:
@@ -29,8 +37,8 @@ def save_gallery(path: Path, ds: Any, results: dict[str, dict], ep: Any,
             fig.text(0.5, 0.5, "gallery disabled (eval.gallery: 0 or no pgd in eval.attacks)",
                      ha="center", va="center", fontsize=6)
         else:
-            pos = positions(len(first["sample"].index), ep.gallery)
-            idx = first["sample"].index[pos]
+            pos = gallery_positions(len(first.sample.index), ep.gallery)
+            idx = first.sample.index[pos]
             cols = 1 + 2 * len(names)
             fig, axes = plt.subplots(len(idx), cols, figsize=(2 * cols, 2.1 * len(idx)), squeeze=False)
             for r, i in enumerate(idx):
@@ -39,8 +47,8 @@ def save_gallery(path: Path, ds: Any, results: dict[str, dict], ep: Any,
                 axes[r][0].imshow(x.permute(1, 2, 0).numpy())
                 axes[r][0].set_title(f"test face ({lab})", fontsize=7)
                 for j, n in enumerate(names):
-                    adv, probs = results[n]["gallery"]["pgd"]
-                    p_clean = float(results[n]["sample_clean_probs"][pos[r]])
+                    adv, probs = results[n].gallery["pgd"]
+                    p_clean = float(results[n].sample_clean_probs[pos[r]])
                     a = adv[r].detach().cpu()
                     axes[r][1 + 2 * j].imshow(a.permute(1, 2, 0).numpy())
                     axes[r][1 + 2 * j].set_title(
@@ -51,7 +59,7 @@ def save_gallery(path: Path, ds: Any, results: dict[str, dict], ep: Any,
                                                  fontsize=7)
             for ax in np.ravel(axes):
                 ax.axis("off")
-            budget = first["budget"]
+            budget = first.budget
             fig.suptitle(f"PGD-{budget['pgd_steps']} at eps {eps_label(eps)}", fontsize=9)
             fig.tight_layout()
         fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None})

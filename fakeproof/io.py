@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -69,6 +69,25 @@ def write_csv(dest: str | Path, df: pd.DataFrame) -> None:
     """Write a CSV atomically with a stable float format."""
     with atomic_path(dest) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
+
+
+def read_stage_csv(path: str | Path, stage: str, error: type[Exception],
+                   columns: Sequence[str] = (), **kw: Any) -> pd.DataFrame:
+    """A CSV that the stage ``stage`` writes (``kw`` to :func:`pandas.read_csv`; empty fields stay
+    empty strings unless ``keep_default_na=True``), with ``columns`` present; anything else raises a one-line ``error``
+    naming the file and the stage to run."""
+    try:
+        df = pd.read_csv(path, **{"keep_default_na": False, **kw})
+    except FileNotFoundError:
+        raise error(f"{path}: not found; run the {stage} stage first (dvc repro {stage})") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError,
+            IsADirectoryError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise error(f"{path}: not readable ({reason}); run the {stage} stage again") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise error(f"{path}: missing columns {missing}; run the {stage} stage again")
+    return df
 
 
 def _jsonable(o: Any) -> Any:

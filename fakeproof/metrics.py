@@ -64,20 +64,6 @@ def _ratio(num: float, den: float) -> float:
     return float(num / den) if den > 0 else math.nan
 
 
-def equal_error_rate(labels: Any, probs: Any) -> float:
-    """EER: the error rate where the false positive rate equals the false negative rate.
-
-    Taken on the ROC curve (all thresholds, ``sklearn.metrics.roc_curve``) with FNR = 1 - TPR:
-    between the last ROC point with FNR > FPR and the first with FNR <= FPR the curve is a straight
-    segment, on which FPR and FNR are interpolated linearly to the point where they are equal.
-    ``nan`` when one class is absent.
-    """
-    y, p = _as_arrays(labels, probs)
-    if y.min() == y.max():
-        return math.nan
-    return _eer(y, p)
-
-
 def _eer(y: np.ndarray, p: np.ndarray) -> float:
     fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
     fnr = 1.0 - tpr

@@ -7,7 +7,10 @@ them in the checkpoint's meta as ``meta["recipe"]`` (the role of timm's ``pretra
 ``resolve_model_data_config`` reads back), so inference needs no ``params.yaml`` and cannot drift
 from what the model saw.
 
-The recipe is a plain mapping (JSON types only, so ``torch.load(weights_only=True)`` reads it)::
+The checkpoint stores the recipe as a plain mapping (JSON types only, so
+``torch.load(weights_only=True)`` reads it); :meth:`Recipe.from_meta` checks it and reads it,
+once, into a frozen :class:`Recipe` that every consumer (detect, compare, ensemble, evaluate, the
+web page) uses::
 
     {"version": 1, "model": "smallcnn", "input_size": 128, "mean": [...], "std": [...],
      "frames": {<every frames.* key>}, "faces": {<faces.* keys used at inference>},
@@ -23,6 +26,7 @@ changes: a checkpoint with another version is refused with the command that refr
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from fakeproof.boundary import Boundary
@@ -66,8 +70,54 @@ def build_recipe(params: Params, boundary: Boundary) -> dict[str, Any]:
     }
 
 
-def read_recipe(meta: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """The checkpoint's recipe, checked; ``where`` (the checkpoint path) names it in errors."""
+@dataclass(frozen=True)
+class Recipe:
+    """A checkpoint's inference recipe, read once (:meth:`from_meta`); fields as in the module
+    docstring (``frames`` and ``faces`` stay the stored mappings: :meth:`params` validates them)."""
+
+    version: int
+    model: str
+    input_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    frames: Mapping[str, Any]
+    faces: Mapping[str, Any]
+    video_agg: str
+    platt_a: float
+    platt_b: float
+    threshold: float
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], where: str) -> "Recipe":
+        """The checkpoint's recipe, checked; ``where`` (the checkpoint path) names it in errors."""
+        r = _checked(meta, where)
+        return cls(version=r["version"], model=r["model"], input_size=int(r["input_size"]),
+                   mean=tuple(r["mean"]), std=tuple(r["std"]), frames=dict(r["frames"]),
+                   faces=dict(r["faces"]), video_agg=str(r["video_agg"]),
+                   platt_a=float(r["platt_a"]), platt_b=float(r["platt_b"]),
+                   threshold=float(r["threshold"]))
+
+    @property
+    def boundary(self) -> Boundary:
+        """The deployed decision boundary: Platt calibration and the val threshold."""
+        return Boundary(self.platt_a, self.platt_b, self.threshold)
+
+
+def deployed_boundary(meta: Any) -> Boundary:
+    """The boundary of a checkpoint's meta; the raw model at 0.5 (``Boundary()``) when it has no
+    recipe."""
+    recipe = meta.get("recipe") if isinstance(meta, Mapping) else None
+    if not isinstance(recipe, Mapping) or "platt_a" not in recipe:
+        return Boundary()
+    return Boundary(float(recipe["platt_a"]), float(recipe["platt_b"]), float(recipe["threshold"]))
+
+
+def read_recipe(meta: Mapping[str, Any], where: str) -> Recipe:
+    """The checkpoint's recipe, checked and read (:meth:`Recipe.from_meta`)."""
+    return Recipe.from_meta(meta, where)
+
+
+def _checked(meta: Mapping[str, Any], where: str) -> Mapping[str, Any]:
     recipe = meta.get("recipe") if isinstance(meta, Mapping) else None
     if recipe is None:
         raise RecipeError(f"{where}: checkpoint has no inference recipe (written before "
@@ -85,22 +135,6 @@ def read_recipe(meta: Mapping[str, Any], where: str) -> dict[str, Any]:
     missing = [k for k in RECIPE_KEYS if k not in recipe]
     if missing:
         raise RecipeError(f"{where}: recipe lacks {', '.join(missing)}; refresh it with `{REFRESH}`")
-    return dict(recipe)
-
-
-def recipe_params(recipe: Mapping[str, Any], where: str) -> tuple[FramesParams, FacesParams]:
-    """``frames.*`` and ``faces.*`` of a recipe, validated by the one params loader."""
-    faces = dict(recipe["faces"])
-    if faces.get("image_size") != recipe["input_size"]:
-        raise RecipeError(f"{where}: recipe input_size {recipe['input_size']!r} differs from its "
-                          f"faces.image_size {faces.get('image_size')!r}; refresh it with `{REFRESH}`")
-    try:
-        params = params_from_dict({"data": {}, "frames": dict(recipe["frames"]), "faces": faces,
-                                   "split": {}, "model": {"name": recipe["model"]}, "train": {},
-                                   "adv": {}, "eval": {"video_agg": recipe["video_agg"]}},
-                                  source=f"{where} recipe")
-    except ParamsError as e:
-        raise RecipeError(f"{e}; refresh the checkpoint with `{REFRESH}`") from None
     for key, ok in (("threshold", lambda v: 0.0 <= v <= 1.0), ("platt_a", lambda v: v > 0.0),
                     ("platt_b", lambda v: True)):
         value = recipe[key]
@@ -108,4 +142,20 @@ def recipe_params(recipe: Mapping[str, Any], where: str) -> tuple[FramesParams, 
                 or not ok(float(value)):
             raise RecipeError(f"{where}: recipe {key} = {value!r} is out of range; refresh it with "
                               f"`{REFRESH}`")
+    return recipe
+
+
+def recipe_params(recipe: Recipe, where: str) -> tuple[FramesParams, FacesParams]:
+    """``frames.*`` and ``faces.*`` of a recipe, validated by the one params loader."""
+    faces = dict(recipe.faces)
+    if faces.get("image_size") != recipe.input_size:
+        raise RecipeError(f"{where}: recipe input_size {recipe.input_size!r} differs from its "
+                          f"faces.image_size {faces.get('image_size')!r}; refresh it with `{REFRESH}`")
+    try:
+        params = params_from_dict({"data": {}, "frames": dict(recipe.frames), "faces": faces,
+                                   "split": {}, "model": {"name": recipe.model}, "train": {},
+                                   "adv": {}, "eval": {"video_agg": recipe.video_agg}},
+                                  source=f"{where} recipe")
+    except ParamsError as e:
+        raise RecipeError(f"{e}; refresh the checkpoint with `{REFRESH}`") from None
     return params.frames, params.faces

@@ -32,6 +32,7 @@ reference, ``references/classification/train.py`` and ``utils.init_distributed_m
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import subprocess
@@ -82,22 +83,35 @@ class Runtime:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
 
 
-def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    """``auto | cpu | cuda | cuda:N`` to a device; CUDA asked for but absent is an error."""
+def named_seed(*parts: Any) -> int:
+    """A seed keyed by names, not by list positions: 63 bits of the SHA-256 of ``parts`` joined
+    by ``|`` (the attacks' and the corruptions' per-run seeds)."""
+    h = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(h[:8], "big") >> 1
+
+
+def resolve_device(spec: str | torch.device, local_rank: int = 0, what: str = "train.device",
+                   error: type[FakeproofError] = RuntimeConfigError) -> torch.device:
+    """``auto | cpu | cuda | cuda:N`` to a device, the one resolver of ``train.device``,
+    ``faces.device`` and detect's ``--device``: ``auto`` is CUDA when torch sees a GPU, else
+    the CPU; ``cuda`` is GPU ``local_rank`` mod the GPU count. CUDA asked for but absent, an
+    index past the last GPU or another name raise ``error`` naming ``what``."""
+    spec = str(spec)
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeConfigError(f"train.device = {spec!r}: no CUDA device here; use auto or cpu")
+            raise error(f"{what} = {spec!r}: no CUDA device here; use auto or cpu")
         if spec == "cuda":
             return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
-        index = int(spec.split(":", 1)[1])
-        if index >= torch.cuda.device_count():
-            raise RuntimeConfigError(f"train.device = {spec!r}: only {torch.cuda.device_count()} "
-                                     "CUDA devices here")
-        return torch.device("cuda", index)
+        index = spec.split(":", 1)[1] if ":" in spec else ""
+        if not index.isdigit():
+            raise error(f"{what} = {spec!r}: use auto, cpu, cuda or cuda:N")
+        if int(index) >= torch.cuda.device_count():
+            raise error(f"{what} = {spec!r}: only {torch.cuda.device_count()} CUDA devices here")
+        return torch.device("cuda", int(index))
     if spec != "cpu":
-        raise RuntimeConfigError(f"train.device = {spec!r}: use auto, cpu, cuda or cuda:N")
+        raise error(f"{what} = {spec!r}: use auto, cpu, cuda or cuda:N")
     return torch.device("cpu")
 
 

@@ -28,6 +28,7 @@ import pandas as pd
 
 from fakeproof.config import SplitParams
 from fakeproof.errors import FakeproofError
+from fakeproof.io import read_stage_csv
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -121,18 +122,8 @@ def check_no_leakage(df: pd.DataFrame) -> None:
         raise SplitError(f"group {bad.index[0]!r} spans {int(bad.iloc[0])} splits: leakage")
 
 
-def _read(path, stage: str, columns: list[str], **kw) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path, keep_default_na=False, **kw)
-    except FileNotFoundError:
-        raise SplitError(f"{path}: not found; run the {stage} stage first (dvc repro {stage})") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SplitError(f"{path}: not readable ({reason}); run the {stage} stage again") from None
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise SplitError(f"{path}: missing columns {missing}; run the {stage} stage again")
-    return df
+def _read_csv(path, stage: str, columns: list[str], **kw) -> pd.DataFrame:
+    return read_stage_csv(path, stage, SplitError, columns, **kw)
 
 
 def run_split(params: SplitParams, videos_csv, faces_csv, out_csv) -> dict:
@@ -140,10 +131,10 @@ def run_split(params: SplitParams, videos_csv, faces_csv, out_csv) -> dict:
     from fakeproof.io import write_csv
 
     t0 = time.perf_counter()
-    videos = _read(videos_csv, "download", ["video_id", "label", "group", "method", "source",
+    videos = _read_csv(videos_csv, "download", ["video_id", "label", "group", "method", "source",
                                             "split_hint"],
                    dtype={"split_hint": str, "group": str, "video_id": str})
-    faces = _read(faces_csv, "crop_faces", ["video_id"], usecols=lambda c: c == "video_id",
+    faces = _read_csv(faces_csv, "crop_faces", ["video_id"], usecols=lambda c: c == "video_id",
                   dtype={"video_id": str})
     videos["label"] = pd.to_numeric(videos["label"], errors="coerce")
     if videos["label"].isna().any() or not videos["label"].isin([0, 1]).all():

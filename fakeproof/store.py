@@ -80,12 +80,6 @@ def face_key(video_id: str, frame: int, face: int) -> str:
     return f"{video_id}/{int(frame):06d}/{int(face)}"
 
 
-def parse_key(key: str) -> tuple[str, int, int]:
-    """Inverse of :func:`face_key`: ``(video_id, frame, face)``."""
-    video_id, frame, face = key.rsplit("/", 2)
-    return video_id, int(frame), int(face)
-
-
 def encode_image(image: np.ndarray, encoding: str = "png", jpeg_quality: int = 95) -> bytes:
     """Header + encoded crop. ``image`` is RGB uint8 (H, W, 3).
 

@@ -28,33 +28,25 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
-from tqdm import tqdm
 
 from fakeproof import resume as resume_mod
 from fakeproof import runtime
-from fakeproof.runtime import Runtime
-
-from fakeproof.accumulate import accumulated_backward, micro_batches
 from fakeproof.boundary import Boundary, Deployed, class_recalls, fit_boundary
 from fakeproof.config import AdvParams, Params, TrainParams, as_dict
-from fakeproof.data import DataPaths, FaceDataset, collate_faces, make_loader
-from fakeproof.data import _worker_init as worker_init
+from fakeproof.data import DataPaths, FaceDataset, make_loader
 from fakeproof.errors import TrainingError
+from fakeproof.fit import StepLoss, fit, weighted_bce
 from fakeproof.io import write_csv, write_json
 from fakeproof.metrics import binary_metrics
-from fakeproof.models import (Detector, create_model, load_checkpoint, save_checkpoint,
-                              set_backbone_frozen)
+from fakeproof.models import create_model, load_checkpoint, save_checkpoint
 from fakeproof.objectives import catastrophic_overfit, get_objective, train_alpha, warmup_budget
 from fakeproof.predict import logits_of, proba
 from fakeproof.recipe import build_recipe
@@ -62,205 +54,6 @@ from fakeproof.sampling import choose_sample
 from fakeproof.selection import SELECTION_RULE, Candidate, selection_score
 
 log = logging.getLogger(__name__)
-
-#: loss of one batch: (model to train, unwrapped model for crafting, images, labels, the epoch's
-#: generator, class weights, progress in epochs: epoch + step / steps_per_epoch)
-StepLoss = Callable[[nn.Module, nn.Module, torch.Tensor, torch.Tensor, torch.Generator, torch.Tensor,
-                     float], torch.Tensor]
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of one epoch's shuffle, dropout and attack starts: every epoch can be replayed
-    alone (what a resumed run needs), as ``DistributedSampler.set_epoch`` does for shuffles."""
-    return (int(seed) * 1_000_003 + int(epoch)) % (2 ** 63)
-
-
-def class_weights(labels: np.ndarray, loss: str) -> torch.Tensor:
-    """Per-class weights [w_real, w_fake]: inverse class share for ``balanced_bce``, ones otherwise."""
-    if loss == "bce":
-        return torch.ones(2)
-    n = len(labels)
-    n_fake = float(np.sum(labels == 1))
-    n_real = n - n_fake
-    if n_fake == 0 or n_real == 0:
-        raise TrainingError("the training split holds only one class; both real and fake faces are "
-                            "needed (check data/splits.csv and the split ratios)")
-    return torch.tensor([n / (2 * n_real), n / (2 * n_fake)], dtype=torch.float32)
-
-
-def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    w = weights.to(logits.device)[labels.long()]
-    loss = nn.functional.binary_cross_entropy_with_logits(logits.reshape(-1).float(), labels.float(),
-                                                         reduction="none")
-    return (loss * w).sum() / w.sum()
-
-
-def workers_for(tp: TrainParams, rt: Runtime) -> int:
-    """``train.num_workers``; -1 (auto) = none on the CPU, where decoding PNG crops costs far less
-    than a training step and workers would take cores from the step (benchmarks/bench_loader.py:
-    decoding is 5.5x faster than mobilenet_v3_small training per core). On CUDA every core but
-    one per process on this machine (LOCAL_WORLD_SIZE under torchrun), at most 16: there the
-    loader is the bottleneck (H200, benchmarks/bench_train.py gpu: a bare bf16 loop trains
-    mobilenet_v3_small at 224 at 10,006 img/s; the loader gives 3,050 img/s with 8 workers and
-    3,145 with 15, so its ceiling is the main process receiving float32 batches, and the spare
-    workers cost nothing while the GPU waits)."""
-    if tp.num_workers >= 0:
-        return tp.num_workers
-    if rt.device.type == "cpu":
-        return 0
-    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
-    return max(1, min(16, (os.cpu_count() or 2) // local - 1))
-
-
-def train_loader(ds: FaceDataset, tp: TrainParams, rt: Runtime, seed: int, epoch: int
-                 ) -> DataLoader:
-    """The loader of one epoch: a shuffle seeded by (seed, epoch), split across processes by a
-    DistributedSampler under DDP; pinned memory on CUDA. A fresh loader per epoch hands each
-    worker the dataset's epoch (the augmentation stream), so workers are not kept alive across
-    epochs; the LMDB store opens lazily inside each worker (fakeproof.store.FaceStore)."""
-    ds.set_epoch(epoch)
-    if rt.distributed:
-        sampler = DistributedSampler(ds, num_replicas=rt.world_size, rank=rt.rank, shuffle=True,
-                                     seed=seed)
-        sampler.set_epoch(epoch)
-    else:
-        g = torch.Generator()
-        g.manual_seed(epoch_seed(seed, epoch))
-        sampler = RandomSampler(ds, generator=g)
-    workers = workers_for(tp, rt)
-    per_rank = max(1, tp.batch_size // rt.world_size)
-    return DataLoader(ds, batch_size=per_rank * tp.grad_accum, sampler=sampler, num_workers=workers,
-                      collate_fn=collate_faces, pin_memory=rt.device.type == "cuda",
-                      worker_init_fn=worker_init if workers > 0 else None)
-
-
-def _fit(model: Detector, train_ds: FaceDataset, tp: TrainParams, rt: Runtime, epochs: int,
-         lr: float, seed: int, step_loss: StepLoss, score: Callable[[nn.Module], dict],
-         tb_dir: Path, tag: str, resume: Optional[Path], fp: str,
-         guard: Optional[Callable[[list[dict]], bool]] = None) -> tuple[dict, list[dict]]:
-    """Train with per-epoch val scoring on rank 0; return the best epoch's val scores and curve.
-
-    One loop for every precision and process count: autocast and a GradScaler that is a no-op
-    unless fp16; DDP wraps the model once and the unwrapped module is kept for crafting attacks,
-    scoring and saving. After every epoch rank 0 writes the resume state (:mod:`fakeproof.resume`).
-    """
-    from torch.utils.tensorboard import SummaryWriter
-
-    weights = class_weights(train_ds.labels, tp.loss)
-    module = model.to(rt.device)
-    if rt.channels_last:
-        module = module.to(memory_format=torch.channels_last)
-    net: nn.Module = module
-    if rt.distributed:
-        net = nn.parallel.DistributedDataParallel(
-            module, device_ids=[rt.device] if rt.device.type == "cuda" else None,
-            find_unused_parameters=tp.freeze_epochs > 0)  # a frozen backbone gets no gradient
-    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=tp.weight_decay)
-    per_rank = max(1, tp.batch_size // rt.world_size)
-    steps_per_epoch = max(1, math.ceil(math.ceil(len(train_ds) / rt.world_size)
-                                       / (per_rank * tp.grad_accum)))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
-                                                pct_start=0.15)
-    scaler = rt.scaler()
-    best: Optional[dict] = None
-    best_state: Optional[dict] = None
-    curve: list[dict] = []
-    stale, start = 0, 0
-    state = resume_mod.load_state(resume, fp)
-    if state is not None:
-        module.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        best, best_state, curve, stale, start = (state["best"], state["best_state"], state["curve"],
-                                                 state["stale"], state["epoch"])
-        resume_mod.set_rng_states(state["rng"])
-    writer = None
-    if rt.main:
-        tb_dir.mkdir(parents=True, exist_ok=True)
-        writer = SummaryWriter(str(tb_dir))
-    stop = state is not None and state.get("stopped", False)
-    try:
-        for epoch in range(start, epochs):
-            if stop:
-                break
-            t0 = time.perf_counter()
-            torch.manual_seed(epoch_seed(seed, epoch))
-            gen = torch.Generator().manual_seed(epoch_seed(seed + 1, epoch))
-            loader = train_loader(train_ds, tp, rt, seed, epoch)
-            if tp.freeze_epochs:
-                set_backbone_frozen(module, epoch < tp.freeze_epochs)
-            net.train()
-            total = torch.zeros(2, dtype=torch.float64)
-            for step, (x, y, _) in enumerate(tqdm(loader, desc=f"{tag} epoch {epoch + 1}/{epochs}",
-                                                  leave=False, disable=None if rt.main else True)):
-                x, y = rt.to_device(x), y.to(rt.device, non_blocking=True)
-                opt.zero_grad(set_to_none=True)
-                # train.grad_accum micro-batches per update (one when 1: the plain step, bit for bit)
-                loss = accumulated_backward(
-                    micro_batches(x, y, per_rank),
-                    lambda xm, ym: step_loss(net, module, xm, ym, gen, weights,
-                                             epoch + step / steps_per_epoch),
-                    lambda ym: weights.to(ym.device)[ym.long()],
-                    backward=lambda part: scaler.scale(part).backward(),
-                    no_sync=net.no_sync if rt.distributed else None)
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"{tag}: the loss became {float(loss.detach())} at epoch "
-                                        f"{epoch + 1}, step {step + 1}; lower the learning rate "
-                                        "(train.lr / adv.lr)")
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                total += torch.tensor([float(loss.detach()) * len(y), len(y)], dtype=torch.float64)
-            if rt.distributed:
-                torch.distributed.all_reduce(total)
-            improved = False
-            if rt.main:
-                scores = score(module)
-                row = {"epoch": epoch + 1, "train_loss": float(total[0] / max(total[1], 1)),
-                       **scores, "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}
-                curve.append(row)
-                for k, v in row.items():
-                    if k not in ("epoch", "seconds") and isinstance(v, float) and math.isfinite(v):
-                        writer.add_scalar(f"{tag}/{k}", v, epoch + 1)
-                collapsed = guard is not None and guard(curve)
-                improved = not collapsed and (best is None or scores["select"] > best["select"] + 1e-9)
-                log.info("%s epoch %d/%d: loss %.4f, %s%s (%.1fs, %.0f img/s)", tag, epoch + 1,
-                         epochs, row["train_loss"],
-                         ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
-                         " *" if improved else "", row["seconds"],
-                         float(total[1]) / max(row["seconds"], 1e-9))
-                if improved:
-                    best = {"epoch": epoch + 1, **scores}
-                    best_state = _cpu_copy(module.state_dict())
-                    stale = 0
-                else:
-                    stale += 1
-                stop = stale >= tp.patience or collapsed
-                if collapsed:
-                    row["collapsed"] = True
-                    log.warning("%s: catastrophic overfitting at epoch %d (val PGD accuracy "
-                                "collapsed); keeping epoch %s and stopping", tag, epoch + 1,
-                                best["epoch"] if best else "none")
-                elif stop:
-                    log.info("%s: early stop after %d epochs without val gain", tag, stale)
-                resume_mod.save_state(resume, {
-                    "fingerprint": fp, "epoch": epoch + 1, "model": module.state_dict(),
-                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "scaler": scaler.state_dict(), "best": best, "best_state": best_state,
-                    "curve": curve, "stale": stale, "stopped": stop,
-                    "rng": resume_mod.rng_states()}) if resume is not None else None
-            improved, stop = runtime.broadcast_flags(rt, improved, stop)
-    finally:
-        if writer is not None:
-            writer.close()
-    if not rt.main:
-        return {}, []
-    assert best is not None and best_state is not None
-    module.load_state_dict(best_state)
-    module.to("cpu").to(memory_format=torch.contiguous_format)
-    return best, curve
-
 
 def _val_logits(model: nn.Module, val_ds: FaceDataset, batch_size: int, device: torch.device
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -306,7 +99,31 @@ def _datasets(paths: DataPaths, seed: int, augment: bool) -> tuple[FaceDataset, 
     return train, val
 
 
-def _clean_loss(rt: Runtime) -> StepLoss:
+def _start(tp: TrainParams, seed: int, paths: DataPaths, clean_model: Optional[Path] = None
+           ) -> tuple[runtime.Runtime, float, FaceDataset, FaceDataset, Optional[tuple]]:
+    """What both training stages begin with: the runtime (:func:`fakeproof.runtime.setup`), the
+    start time, the checkpoint to start from (``clean_model``; loaded first, so that its absence
+    is the error named), and the train and val datasets."""
+    rt = runtime.setup(tp, seed)
+    t0 = time.perf_counter()
+    loaded = load_checkpoint(clean_model) if clean_model is not None else None
+    train_ds, val_ds = _datasets(paths, seed, tp.augment)
+    return rt, t0, train_ds, val_ds, loaded
+
+
+def _finish(out_metrics: Path, metrics: dict, out_curve: Path, curve: list[dict],
+            resume: Optional[Path]) -> None:
+    """What both training stages end with on rank 0, after the checkpoint: the metrics and the
+    curve (without its bookkeeping columns) written, the resume state cleared, the runtime torn
+    down."""
+    write_json(out_metrics, metrics)
+    write_csv(out_curve, pd.DataFrame(curve).drop(columns=["seconds", "select", "collapsed"],
+                                                   errors="ignore"))
+    resume_mod.clear(resume)
+    runtime.teardown()
+
+
+def _clean_loss(rt: runtime.Runtime) -> StepLoss:
     def step(net, module, x, y, gen, weights, progress):
         with rt.autocast():
             return weighted_bce(net(x), y, weights)
@@ -317,9 +134,7 @@ def run_pretrain(params: Params, paths: DataPaths, out_model: Path, out_metrics:
                  out_curve: Path, tb_dir: Path, resume: Optional[Path] = None) -> dict:
     """The pretrain stage: clean training from scratch (or ImageNet weights) with val selection."""
     tp = params.train
-    rt = runtime.setup(tp, tp.seed)
-    t0 = time.perf_counter()
-    train_ds, val_ds = _datasets(paths, tp.seed, tp.augment)
+    rt, t0, train_ds, val_ds, _ = _start(tp, tp.seed, paths)
     model = create_model(params.model.name, params.model.pretrained, params.model.input_size)
     if rt.main:
         log.info("pretrain: %s on %d train / %d val faces (fake share %.2f), %d epochs",
@@ -328,7 +143,7 @@ def run_pretrain(params: Params, paths: DataPaths, out_model: Path, out_metrics:
     fp = resume_mod.fingerprint({"stage": "pretrain", "model": as_dict(params.model),
                                  "train": as_dict(tp)},
                                 [paths.store, paths.faces_csv, paths.splits_csv])
-    best, curve = _fit(model, train_ds, tp, rt, tp.epochs, tp.lr, tp.seed, _clean_loss(rt),
+    best, curve = fit(model, train_ds, tp, rt, tp.epochs, tp.lr, tp.seed, _clean_loss(rt),
                        score=lambda m: _val_scores(m, val_ds, tp.batch_size, rt.device,
                                                    params.eval.calibrate),
                        tb_dir=tb_dir, tag="pretrain", resume=resume, fp=fp)
@@ -345,10 +160,7 @@ def run_pretrain(params: Params, paths: DataPaths, out_model: Path, out_metrics:
                "platt_a": boundary.a, "platt_b": boundary.b, "platt_ok": platt_ok,
                "epochs_run": len(curve),
                "train_faces": len(train_ds), "val_faces": len(val_ds)}
-    write_json(out_metrics, metrics)
-    write_csv(out_curve, pd.DataFrame(curve).drop(columns=["seconds", "select"]))
-    resume_mod.clear(resume)
-    runtime.teardown()
+    _finish(out_metrics, metrics, out_curve, curve, resume)
     log.info("pretrain: best epoch %d, val AUC %.4f, bacc %.4f; %.1fs", best["epoch"],
              best["val_auc"], best["val_bacc"], time.perf_counter() - t0)
     return metrics
@@ -406,7 +218,7 @@ def _adv_val_scores(model: nn.Module, val_ds: FaceDataset, ap: AdvParams, batch_
             "select": score}
 
 
-def _objective_loss(rt: Runtime, ap: AdvParams) -> StepLoss:
+def _objective_loss(rt: runtime.Runtime, ap: AdvParams) -> StepLoss:
     """The adversarial objective ``adv.method`` (:mod:`fakeproof.objectives`: pgd, fgsm_rs, trades,
     mart) with its eps ramped over ``adv.warmup_epochs``. Examples are crafted in float32 on the
     unwrapped model in eval mode (BatchNorm running statistics used, not updated); the loss runs
@@ -439,11 +251,8 @@ def run_adv_finetune(params: Params, paths: DataPaths, clean_model: Path, out_mo
     """The adv_finetune stage: adversarial fine-tuning of ``models/clean.pt`` (``adv.method``),
     the checkpoint chosen by the rule of :mod:`fakeproof.selection`."""
     tp, ap = params.train, params.adv
-    rt = runtime.setup(tp, ap.seed)
-    t0 = time.perf_counter()
-    model, clean_meta = load_checkpoint(clean_model)
-    train_ds, val_ds = _datasets(paths, ap.seed, tp.augment)
-    clean_auc = _clean_val_auc(model, clean_meta, val_ds, tp.batch_size)
+    rt, t0, train_ds, val_ds, (model, clean_meta) = _start(tp, ap.seed, paths, clean_model)
+    clean_auc = _clean_val_auc(model, val_ds, tp.batch_size)
     if rt.main:
         log.info("adv_finetune: %s at eps %.5f (%.2f/255), alpha %.5f, %d steps, clean share %.2f, "
                  "beta %g, warm-up %d epochs, %d epochs on %d train faces; selection: %s with "
@@ -452,7 +261,7 @@ def run_adv_finetune(params: Params, paths: DataPaths, clean_model: Path, out_mo
                  len(train_ds), SELECTION_RULE, ap.select_auc_keep, clean_auc)
     fp = resume_mod.fingerprint({"stage": "adv_finetune", "adv": as_dict(ap), "train": as_dict(tp)},
                                 [clean_model, paths.store, paths.faces_csv, paths.splits_csv])
-    best, curve = _fit(model, train_ds, tp, rt, ap.epochs, ap.lr, ap.seed, _objective_loss(rt, ap),
+    best, curve = fit(model, train_ds, tp, rt, ap.epochs, ap.lr, ap.seed, _objective_loss(rt, ap),
                        score=lambda m: _adv_val_scores(m, val_ds, ap, tp.batch_size, rt.device,
                                                        params.eval.calibrate, clean_auc),
                        tb_dir=tb_dir, tag="adv_finetune", resume=resume, fp=fp,
@@ -493,11 +302,7 @@ def run_adv_finetune(params: Params, paths: DataPaths, clean_model: Path, out_mo
                "catastrophic_overfit_epoch": next((r["epoch"] for r in curve if r.get("collapsed")),
                                                   None),
                "val_sweep": sweep}
-    write_json(out_metrics, metrics)
-    write_csv(out_curve, pd.DataFrame(curve).drop(columns=["seconds", "select", "collapsed"],
-                                                   errors="ignore"))
-    resume_mod.clear(resume)
-    runtime.teardown()
+    _finish(out_metrics, metrics, out_curve, curve, resume)
     log.info("adv_finetune: best epoch %d%s, val AUC %.4f, val PGD bacc %.4f, worst-class robust "
              "recall %.4f; %.1fs", best["epoch"], "" if qualified else " (NONE QUALIFIED)",
              best["val_auc"], best["val_pgd_bacc"], best["val_pgd_min_recall"],
@@ -505,7 +310,7 @@ def run_adv_finetune(params: Params, paths: DataPaths, clean_model: Path, out_mo
     return metrics
 
 
-def _clean_val_auc(model: nn.Module, meta: dict, val_ds: FaceDataset, batch_size: int) -> float:
+def _clean_val_auc(model: nn.Module, val_ds: FaceDataset, batch_size: int) -> float:
     """The clean model's val AUC: the reference of the selection's AUC floor (measured here, on
     the same val faces, rather than trusted from the checkpoint)."""
     logits, labels = _val_logits(model, val_ds, batch_size, torch.device("cpu"))
@@ -517,12 +322,3 @@ def _canonical(meta: dict) -> dict:
     twice is written once), so the same values could give different checkpoint bytes depending on
     how they were built; a resumed run must write the same bytes as an uninterrupted one."""
     return json.loads(json.dumps(meta, sort_keys=True))
-
-
-def _cpu_copy(state: dict) -> dict:
-    """A CPU copy of a state dict (tensors cloned; non-tensor entries such as a module's
-    ``_extra_state`` deep-copied)."""
-    import copy
-
-    return {k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else copy.deepcopy(v)
-            for k, v in state.items()}

@@ -19,7 +19,6 @@ at the boundary the model ships with and every number it yields is at that bound
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence
@@ -30,6 +29,7 @@ from torch import nn
 
 from fakeproof.attacks import Budget, get_attack
 from fakeproof.predict import as_logit_array
+from fakeproof.runtime import named_seed
 
 #: a batch of faces: images in [0, 1], labels (0 real, 1 fake), the key of its first face
 Batch = tuple[torch.Tensor, torch.Tensor, str]
@@ -48,8 +48,7 @@ def eps_label(eps: float) -> str:
 
 def attack_seed(seed: int, attack: str, eps: float, first_key: str) -> int:
     """A seed keyed by what is attacked, not by list positions (63 bits of a SHA-256)."""
-    h = hashlib.sha256(f"{seed}|{attack}|{eps_label(eps)}|{first_key}".encode()).digest()
-    return int.from_bytes(h[:8], "big") >> 1
+    return named_seed(seed, attack, eps_label(eps), first_key)
 
 
 def worst_logits(labels: np.ndarray, candidates: Sequence[np.ndarray]) -> np.ndarray:

@@ -39,6 +39,10 @@ class VideoError(FakeproofError, RuntimeError):
 #: ffmpeg demuxers allowed to read a video: containers that never open another file or URL
 #: (``mov`` also covers mp4/m4a/3gp, ``matroska`` covers webm). Playlists and scripts (hls, dash,
 #: concat), image sequences and devices are not listed, so ffmpeg refuses them.
+#: Video file suffixes, the one list: the dataset sources list videos by them, and ``fakeproof
+#: detect`` and the web page accept them (the content is checked by ffprobe either way).
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
+                  ".3gp", ".ts", ".mts")
 ALLOWED_FORMATS = ("mov", "matroska", "avi", "flv", "mpegts", "mpeg", "asf", "ogg", "mxf",
                    "h264", "hevc", "m4v")
 #: Input options put before every ``-i`` that reads a video (see the module docstring).
@@ -118,10 +122,6 @@ class VideoInfo:
     height: int
     fps: float
     n_frames: int
-
-    @property
-    def duration(self) -> float:
-        return self.n_frames / self.fps if self.fps > 0 else 0.0
 
 
 _STREAM = re.compile(r"Stream #\S+.*Video: .*?(\d{2,5})x(\d{2,5})")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fakeproof.frames import FramesError, iter_frame_batches, tar_path
 from fakeproof.video import write_mp4
 
 # Face boxes as fractions (left, top, right, bottom) of the photo's width/height: found by MTCNN on
@@ -138,3 +139,15 @@ def video_table(path: str | Path, rows: list[dict]) -> Path:
         full.append(d)
     pd.DataFrame(full, columns=VIDEO_COLUMNS).to_csv(path, index=False)
     return Path(path)
+
+
+def iter_video_frames(frames_dir: str | Path, video_id: str) -> tuple[list[int], np.ndarray]:
+    """All stored frames of a video: ``(indices, uint8 (N, H, W, 3))`` (frames are equal-sized)."""
+    indices: list[int] = []
+    chunks: list[np.ndarray] = []
+    for idx, arr in iter_frame_batches(frames_dir, video_id, batch_size=64):
+        indices.extend(idx)
+        chunks.append(arr)
+    if not chunks:
+        raise FramesError(f"{tar_path(frames_dir, video_id)}: holds no frames; re-run extract_frames")
+    return indices, np.concatenate(chunks)

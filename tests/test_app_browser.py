@@ -24,12 +24,12 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
-import torch
 
 from fakeproof.boundary import Boundary
 from fakeproof.cli import main
-from fakeproof.models import create_model, save_checkpoint
+from fakeproof.models import save_checkpoint
 from fakeproof.recipe import build_recipe
+from helpers_models import spread_smallcnn
 from helpers_video import make_face_clip, make_params
 
 APP = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
@@ -57,13 +57,8 @@ def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("app")
     (root / "models").mkdir()
     params = make_params(frames={"count": 4}, faces={"image_size": 64}, model={"name": "smallcnn"})
-    torch.manual_seed(0)
-    model = create_model("smallcnn")
-    with torch.no_grad():  # spread the untrained model's outputs, so that frames differ
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_var.uniform_(0.05, 0.2)
-    save_checkpoint(root / "models" / "demo.pt", model.eval(),
+    model = spread_smallcnn(0)  # an untrained model whose outputs differ between frames
+    save_checkpoint(root / "models" / "demo.pt", model,
                     {"recipe": build_recipe(params, Boundary())})
     make_face_clip(root / "clip.mp4", size=128, n_frames=8, fps=8)
 

@@ -8,7 +8,7 @@ from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
 from fakeproof.bootstrap import (BCA, EXACT, IDENTICAL, NOT_ESTIMABLE, bca_interval, ece_interval,
-                                 paired_video_bootstrap, resample, stratified_weights,
+                                 paired_video_bootstrap, resample,
                                  video_bootstrap, weighted_auc)
 from fakeproof.calibration import ece
 from fakeproof.metrics import binary_metrics, best_threshold
@@ -124,7 +124,7 @@ def test_every_stratified_draw_keeps_each_strata_count_of_groups() -> None:
     groups = np.repeat(np.arange(12), [1, 2, 3] * 4)  # 12 videos of 1 to 3 frames
     labels = np.repeat(np.arange(12) % 2, [1, 2, 3] * 4)
     strata = np.array([f"{lab}:{'ab'[int(v < 8)]}" for lab, v in zip(labels, groups)])
-    w = stratified_weights(groups, strata, 300, np.random.default_rng(0))
+    w = resample(lambda w: w, groups, strata, 300, seed=0)[1]  # the draws' weights
     assert w.shape == (300, groups.size)
     # weights are per video: every frame of a video has its video's multiplicity
     first = np.unique(groups, return_index=True)[1]
@@ -136,7 +136,7 @@ def test_every_stratified_draw_keeps_each_strata_count_of_groups() -> None:
         assert (per_video[:, members].sum(axis=1) == members.sum()).all()
     assert per_video.std(axis=0).min() > 0  # videos really are resampled
     # without strata only the total is kept, and some draws lose a class
-    w1 = stratified_weights(groups, None, 300, np.random.default_rng(0))[:, first]
+    w1 = resample(lambda w: w, groups, None, 300, seed=0)[1][:, first]
     assert (w1.sum(axis=1) == 12).all()
     assert ((w1[:, np.arange(12) % 2 == 1].sum(axis=1) == 0).any()
             or (w1[:, np.arange(12) % 2 == 1].sum(axis=1) != 6).any())

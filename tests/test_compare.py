@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from _params import default_params_raw
@@ -26,8 +25,9 @@ from fakeproof.compare import (CompareError, markdown, mcnemar_exact, paired_sta
                                resolve_checkpoint, run_compare)
 from fakeproof.config import params_from_dict
 from fakeproof.delong import delong_covariance, delong_test, midrank
-from fakeproof.models import create_model, save_checkpoint
+from fakeproof.models import save_checkpoint
 from fakeproof.recipe import build_recipe
+from helpers_models import spread_smallcnn
 
 SIZE = 16
 EVAL = {"eps": [0, "4/255"], "headline_eps": "4/255", "pgd_steps": 2, "bootstrap": 200,
@@ -139,15 +139,9 @@ def _params(image_size: int = SIZE):
 
 
 def write_checkpoint(path: Path, seed: int, image_size: int = SIZE, threshold: float = 0.5) -> Path:
-    torch.manual_seed(seed)
-    model = create_model("smallcnn")
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_var.uniform_(0.05, 0.2)
-                m.running_mean.uniform_(-0.1, 0.1)
+    model = spread_smallcnn(seed, means=True)
     recipe = build_recipe(_params(image_size), Boundary(1.0, 0.0, threshold))
-    save_checkpoint(path, model.eval(), {"stage": "test", "recipe": recipe})
+    save_checkpoint(path, model, {"stage": "test", "recipe": recipe})
     return path
 
 

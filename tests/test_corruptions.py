@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -183,8 +184,9 @@ def _results(ds: FaceDataset, models: dict[str, nn.Module], ep: EvalParams) -> d
     for name, m in models.items():
         with torch.no_grad():
             z = m(torch.stack([ds[i][0] for i in range(len(ds))])).reshape(-1).double().numpy()
-        out[name] = {"test_clean": level_metrics(frames, z, Boundary(), ep.video_agg, ep.bootstrap,
-                                                 ep.seed), "boundary": Boundary()}
+        out[name] = SimpleNamespace(test_clean=level_metrics(frames, z, Boundary(), ep.video_agg,
+                                                             ep.bootstrap, ep.seed),
+                                    boundary=Boundary())
     return out
 
 

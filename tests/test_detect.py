@@ -24,16 +24,16 @@ from PIL import Image
 from fakeproof.boundary import Boundary
 from fakeproof.cli import main
 from fakeproof.data import FaceDataset
-from fakeproof.detect import (DetectError, collect_inputs, load_detector, resolve_device,
-                              robustness, score_paths)
+from fakeproof.detect import DetectError, collect_inputs, load_detector, robustness, score_paths
 from fakeproof.faces import run_crop_faces
 from fakeproof.frames import run_extract_frames
 from fakeproof.metrics import aggregate_videos
 from fakeproof.models import create_model, load_checkpoint, save_checkpoint
 from fakeproof.predict import proba
 from fakeproof.recipe import RECIPE_VERSION, REFRESH, RecipeError, build_recipe
-from fakeproof.runtime import frozen_on
+from fakeproof.runtime import frozen_on, resolve_device
 from fakeproof.store import FaceStore
+from helpers_models import spread_smallcnn
 from helpers_video import face_clip_frames, iou, make_blank_clip, make_face_clip, make_params, video_table
 
 CROP = 64
@@ -43,17 +43,6 @@ RECIPE_PARAMS = dict(frames={"count": 4}, faces={"image_size": CROP, "encoding":
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def spread_smallcnn(seed: int = 0) -> torch.nn.Module:
-    """An untrained smallcnn whose BatchNorm statistics are spread, so that frames score apart."""
-    torch.manual_seed(seed)
-    model = create_model("smallcnn")
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_var.uniform_(0.05, 0.2)
-    return model.eval()
 
 
 def write_checkpoint(path: Path, threshold: float = 0.5, a: float = 1.0, b: float = 0.0,
@@ -321,11 +310,11 @@ def test_recipe_values_are_checked(inputs, tmp_path) -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
 def test_device_flag_without_a_gpu(inputs) -> None:
     assert resolve_device("auto") == torch.device("cpu")
-    with pytest.raises(DetectError, match="no CUDA device here"):
-        resolve_device("cuda")
+    with pytest.raises(DetectError, match="--device = 'cuda': no CUDA device here"):
+        resolve_device("cuda", what="--device", error=DetectError)
     code, _, err = run_cli("--checkpoint", str(inputs["ckpt"]), "--device", "cuda",
                            str(inputs["video"]))
-    assert code == 2 and "no CUDA device here; use --device cpu or auto" in err
+    assert code == 2 and "--device = 'cuda': no CUDA device here; use auto or cpu" in err
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,8 +25,9 @@ import pandas as pd
 import pytest
 
 from fakeproof.config import DataParams, FFppParams
-from fakeproof.download import (CACHE_ENV, DownloadError, download_path, fetch, ffpp_datasets,
-                                prepare_raw, run_ffpp_downloader, safe_extract)
+from fakeproof.archives import safe_extract
+from fakeproof.download import ffpp_datasets, prepare_raw, run_ffpp_downloader
+from fakeproof.fetch import CACHE_ENV, DownloadError, download_path, fetch
 from fakeproof.sources import build_video_table
 
 DATA = np.random.default_rng(0).integers(0, 256, 700_001, dtype=np.uint8).tobytes()
@@ -533,7 +534,7 @@ def test_cut_download_resumes_in_the_next_run(server, tmp_path, cache):
     """The connection drops mid-file: the stage fails with one line, data/raw is not written, the
     partial file survives in the cache (outside data/raw's temp folder) and the next run fetches
     only the missing bytes with a Range request."""
-    from fakeproof.ingest import run_download
+    from fakeproof.download import run_download
 
     clips = {"ds/real/a.mp4": _rand(300_000, 1), "ds/fake/a_x.mp4": _rand(300_000, 2)}
     archive = make_tar(tmp_path / "ds.tar", list(clips.items())).read_bytes()
@@ -574,11 +575,11 @@ def local_root(tmp_path) -> Path:
 
 
 def test_fingerprint_follows_content_not_size_or_mtime(local_root, tmp_path, cache, monkeypatch):
-    import fakeproof.ingest as ingest
+    import fakeproof.download as download
 
     calls = []
-    real_hash = ingest.sha256_file
-    monkeypatch.setattr(ingest, "sha256_file", lambda p, *a, **k: calls.append(Path(p).name)
+    real_hash = download.sha256_file
+    monkeypatch.setattr(download, "sha256_file", lambda p, *a, **k: calls.append(Path(p).name)
                         or real_hash(p, *a, **k))
     params = DataParams(source="folder", root=str(local_root))
     raw = tmp_path / "raw"
@@ -586,7 +587,7 @@ def test_fingerprint_follows_content_not_size_or_mtime(local_root, tmp_path, cac
     def table() -> pd.DataFrame:
         return pd.read_csv(raw / "videos.csv", keep_default_na=False).set_index("video_id")
 
-    stats = ingest.run_download(params, raw)
+    stats = download.run_download(params, raw)
     first = (raw / "videos.csv").read_bytes()
     want = {f"folder_{p.parent.name}_{p.stem}": hashlib.sha256(p.read_bytes()).hexdigest()
             for p in local_root.rglob("*.mp4")}
@@ -596,7 +597,7 @@ def test_fingerprint_follows_content_not_size_or_mtime(local_root, tmp_path, cac
 
     # A re-scan of unchanged files hashes nothing and writes the same table.
     calls.clear()
-    stats = ingest.run_download(params, raw)
+    stats = download.run_download(params, raw)
     assert (stats["fingerprints_hashed"], stats["fingerprints_cached"], calls) == (0, 3, [])
     assert (raw / "videos.csv").read_bytes() == first
 
@@ -609,7 +610,7 @@ def test_fingerprint_follows_content_not_size_or_mtime(local_root, tmp_path, cac
     os.utime(clip, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert (clip.stat().st_size, clip.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
     calls.clear()
-    stats = ingest.run_download(params, raw)
+    stats = download.run_download(params, raw)
     assert calls == ["a.mp4"] and stats["fingerprints_hashed"] == 1
     got = table()["sha256"]
     assert got["folder_real_a"] == hashlib.sha256(bytes(data)).hexdigest() != want["folder_real_a"]
@@ -619,7 +620,7 @@ def test_fingerprint_follows_content_not_size_or_mtime(local_root, tmp_path, cac
 
 
 def test_fingerprints_of_files_written_by_the_run_bypass_the_cache(tmp_path, caplog):
-    from fakeproof.ingest import FingerprintCache, fingerprint_files
+    from fakeproof.download import FingerprintCache, fingerprint_files
 
     fresh, kept = tmp_path / "run" / "new.mp4", tmp_path / "old.mp4"
     fresh.parent.mkdir()
@@ -637,7 +638,7 @@ def test_fingerprints_of_files_written_by_the_run_bypass_the_cache(tmp_path, cap
     with sqlite3.connect(db) as conn:
         assert [r[0] for r in conn.execute("SELECT path FROM digests")] == [os.path.realpath(kept)]
     # An unusable cache file is reported and ignored: digests are computed, never guessed.
-    with caplog.at_level(logging.WARNING, logger="fakeproof.ingest"):
+    with caplog.at_level(logging.WARNING, logger="fakeproof.download"):
         broken = FingerprintCache(tmp_path)  # a folder, not a database file
         assert fingerprint_files([str(kept)], broken)[0] == digests[1:]
     assert "unusable" in caplog.text

@@ -17,8 +17,8 @@ import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
 PKG = PROJECT / "fakeproof"
-PACKAGES = {"attacks", "sources", "demo", "corruptions", "models", "objectives"}  # sub-packages depended on as whole folders
-ENTRY = {"download": "ingest", "extract_frames": "frames", "crop_faces": "faces", "split": "splits",
+PACKAGES = {"attacks", "sources", "demo", "corruptions", "faces", "models", "objectives"}  # sub-packages depended on as whole folders
+ENTRY = {"download": "download", "extract_frames": "frames", "crop_faces": "faces", "split": "splits",
          "pretrain": "train cost", "adv_finetune": "train cost", "evaluate": "evaluate",
          "ensemble": "ensemble"}
 
@@ -269,3 +269,20 @@ def test_the_readme_shows_the_real_dag() -> None:
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() in (PROJECT / "README.md").read_text(), \
         "README's dvc dag is stale: paste `dvc dag --md` into it"
+
+
+def test_the_default_checkpoint_is_the_robust_stage_out() -> None:
+    """``fakeproof detect`` and the web page default to the checkpoint adv_finetune writes."""
+    from fakeproof.config import DEFAULT_CHECKPOINT
+
+    assert _vars()["path.robust"] == DEFAULT_CHECKPOINT
+
+
+def test_a_data_folders_layout_is_dvc_yamls() -> None:
+    """``DataPaths.under`` (eval.cross: another pipeline's data folder) names the files dvc.yaml
+    writes."""
+    from fakeproof.data import DataPaths
+
+    v = _vars()
+    want = DataPaths(Path(v["path.store"]), Path(v["path.faces"]), Path(v["path.splits"]))
+    assert DataPaths.under(Path(v["path.store"]).parent) == want

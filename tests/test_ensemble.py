@@ -20,12 +20,13 @@ from fakeproof.cli import main
 from fakeproof.config import params_from_dict
 from fakeproof.boundary import Boundary
 from fakeproof.calibration import log_loss
-from fakeproof.ensemble import (Ensemble, EnsembleError, Member, fit_weights, load_member, resize,
+from fakeproof.ensemble import (Ensemble, EnsembleError, Member, fit_weights, load_member,
                                 run_ensemble, select_members)
 from fakeproof.under_attack import eps_label
-from fakeproof.fusion import save_ensemble
-from fakeproof.models import create_model, load_checkpoint, save_checkpoint
+from fakeproof.models.fusion import save_ensemble
+from fakeproof.models import load_checkpoint, resize, save_checkpoint
 from fakeproof.recipe import build_recipe, read_recipe
+from helpers_models import spread_smallcnn
 
 SIZE = 16
 PHOTO = Path(__file__).resolve().parents[1] / "fakeproof" / "assets" / "faces" / "obama.jpg"
@@ -35,15 +36,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def detector(seed: int) -> torch.nn.Module:
-    """An untrained smallcnn whose BatchNorm statistics are spread, so inputs score apart."""
-    torch.manual_seed(seed)
-    model = create_model("smallcnn")
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_var.uniform_(0.05, 0.2)
-                m.running_mean.uniform_(-0.1, 0.1)
-    return model.eval()
+    return spread_smallcnn(seed, means=True)
 
 
 def tiny_eval_params(image_size: int = SIZE, **sections: dict):
@@ -220,8 +213,8 @@ def test_the_checkpoint_loads_with_load_checkpoint_and_scores_the_same(tmp_path:
     assert model.weights == pytest.approx({"a": 0.35, "b": 0.65})
     assert [m.a for m in model.members] == [1.0, 1 / 1.7]
     recipe = read_recipe(meta, str(path))
-    assert recipe["model"] == "ensemble" and recipe["threshold"] == 0.42
-    assert recipe["mean"] == [0.0, 0.0, 0.0] and recipe["std"] == [1.0, 1.0, 1.0]
+    assert recipe.model == "ensemble" and recipe.threshold == 0.42
+    assert recipe.mean == (0.0, 0.0, 0.0) and recipe.std == (1.0, 1.0, 1.0)
     x = images()
     with torch.no_grad():
         assert torch.equal(model(x), ens(x))
@@ -338,7 +331,7 @@ def test_stage_headline_is_small_and_the_checkpoint_reloads(stage_run) -> None:
     model, meta = load_checkpoint(stage_run["root"] / "models" / "ensemble.pt")
     assert isinstance(model, Ensemble)
     assert model.weights == pytest.approx(stage_run["detail"]["weights"], abs=1e-6)
-    assert read_recipe(meta, "ensemble.pt")["input_size"] == SIZE
+    assert read_recipe(meta, "ensemble.pt").input_size == SIZE
     assert meta["recipe"]["threshold"] == pytest.approx(stage_run["detail"]["boundary"]["threshold"],
                                                         abs=1e-6)
     table = (stage_run["root"] / "plots" / "robust_acc.csv").read_text().splitlines()[0]

@@ -143,7 +143,7 @@ def test_robust_accuracy_is_per_face_not_per_attack(dataset, monkeypatch) -> Non
     monkeypatch.setitem(attacks.ATTACKS, "half_b", AttackSpec("half_b", planted(1), False, "planted"))
     res = evaluate_model("linear", deployed(), dataset,
                          params(attacks=["half_a", "half_b"], batch_size=len(dataset)))
-    t = res["table"].set_index(["attack", "eps"])
+    t = res.table.set_index(["attack", "eps"])
     assert t.loc[("half_a", 8 / 255), "acc"] == pytest.approx(0.5, abs=1 / n)
     assert t.loc[("half_b", 8 / 255), "acc"] == pytest.approx(0.5, abs=1 / n)
     assert t.loc[("robust", 8 / 255), "acc"] == 0.0
@@ -158,13 +158,13 @@ def test_worst_logits_takes_the_most_adverse_per_face() -> None:
 
 def test_sweep_on_a_normal_model_is_sane_and_exact(dataset) -> None:
     res = evaluate_model("linear", deployed(), dataset, params())
-    c = res["test_clean"]["frame"]
+    c = res.test_clean["frame"]
     assert c["acc"] == 1.0 and c["auc"] == 1.0
     # every bootstrap draw has AUC 1: not a zero-width "certainty" but an exact interval at the
     # video count (6 real / 6 fake videos)
     assert c["ci_method"]["auc"].startswith("clopper-pearson") and c["auc_hi"] == 1.0
     assert 0.4 < c["auc_lo"] < 0.9
-    table = res["table"].set_index(["attack", "eps"])
+    table = res.table.set_index(["attack", "eps"])
     # The linear model flips exactly the samples whose margin is below eps (FGSM is optimal).
     red = np.array([dataset[i][0][0].mean().item() for i in range(len(dataset))])
     margins = np.abs(red - 0.5) * 255
@@ -173,40 +173,40 @@ def test_sweep_on_a_normal_model_is_sane_and_exact(dataset) -> None:
         assert table.loc[("fgsm", eps / 255), "acc"] == pytest.approx(expected, abs=1 / 36)
         assert table.loc[("pgd", eps / 255), "acc"] <= table.loc[("fgsm", eps / 255), "acc"] + 1e-9
         assert table.loc[("robust", eps / 255), "acc"] <= table.loc[("pgd", eps / 255), "acc"]
-    flags = res["sanity"]
+    flags = res.sanity
     for name in ("eps0_differs_from_clean", "rises_with_eps", "pgd_weaker_than_fgsm",
                  "gradient_masking", "above_chance_at_large_eps", "collapsed", "one_class",
                  "unbounded_attack_fails", "selection_failed"):
         assert flags[name]["fired"] is False, name
-    assert res["unbounded"]["robust_acc"] == 0.0  # PGD at 64/255 beats every 1-20/255 margin
+    assert res.unbounded["robust_acc"] == 0.0  # PGD at 64/255 beats every 1-20/255 margin
     assert flags["ok"] is True
-    asr = res["attacks"]["fgsm"]["16/255"]["attack_success_rate"]
+    asr = res.attacks["fgsm"]["16/255"]["attack_success_rate"]
     assert asr == pytest.approx(1 - table.loc[("fgsm", 16 / 255), "acc"], abs=1e-9)
-    assert res["spread"]["logit_std"] > 1.0
+    assert res.spread["logit_std"] > 1.0
 
 
 def test_gradient_masking_is_flagged(dataset, caplog) -> None:
     masked = deployed(quantize=True)
     with caplog.at_level("WARNING"):
         res = evaluate_model("masked", masked, dataset, params())
-    table = res["table"].set_index(["attack", "eps"])
+    table = res.table.set_index(["attack", "eps"])
     # Gradient attacks are blind (zero gradient); Square is not.
     assert table.loc[("fgsm", 16 / 255), "acc"] == 1.0
     assert table.loc[("square", 16 / 255), "acc"] < 0.8
-    assert res["sanity"]["gradient_masking"]["fired"] is True
-    assert "16/255" in res["sanity"]["gradient_masking"]["evidence"]
-    assert res["sanity"]["ok"] is False
+    assert res.sanity["gradient_masking"]["fired"] is True
+    assert "16/255" in res.sanity["gradient_masking"]["evidence"]
+    assert res.sanity["ok"] is False
     assert "gradient_masking" in caplog.text
     # the unbounded check sees it too: blind gradients leave faces correct at 64/255
-    assert res["sanity"]["unbounded_attack_fails"]["fired"] is True
-    assert res["sanity"]["unbounded_attack_fails"]["evidence"]["robust_acc"] > 0.9
+    assert res.sanity["unbounded_attack_fails"]["fired"] is True
+    assert res.sanity["unbounded_attack_fails"]["evidence"]["robust_acc"] > 0.9
 
 
 def test_a_collapsed_model_is_flagged(dataset) -> None:
     flat = deployed(k=0.05)  # every P(fake) within 0.01 of 0.5
     res = evaluate_model("flat", flat, dataset, params(attacks=["fgsm"]), reference_spread=5.0)
-    assert res["sanity"]["collapsed"]["fired"] is True
-    assert res["sanity"]["collapsed"]["evidence"]["near_threshold_share"] == 1.0
+    assert res.sanity["collapsed"]["fired"] is True
+    assert res.sanity["collapsed"]["evidence"]["near_threshold_share"] == 1.0
 
 
 def _t(rows):
@@ -260,29 +260,29 @@ def test_attacks_aim_at_the_deployed_boundary_and_numbers_are_taken_there(datase
     dist = (red - 0.5) * 255 - np.log(9) / 60 * 255  # signed distance to the boundary in 1/255
     right = (dist > 0) == (y == 1)
     tpr, tnr = np.mean(right[y == 1]), np.mean(right[y == 0])
-    assert res["test_clean"]["frame"]["bacc"] == pytest.approx((tpr + tnr) / 2, abs=1e-9)
-    table = res["table"].set_index(["attack", "eps"])
+    assert res.test_clean["frame"]["bacc"] == pytest.approx((tpr + tnr) / 2, abs=1e-9)
+    table = res.table.set_index(["attack", "eps"])
     for eps in (4, 8):
         expected = np.mean(right & (np.abs(dist) > eps))
         assert table.loc[("fgsm", eps / 255), "acc"] == pytest.approx(expected, abs=1 / 36)
     # the video level compares the mean calibrated P(fake) with the same threshold
-    assert res["test_clean"]["video"]["bacc"] <= 1.0
-    assert res["boundary"] == b
+    assert res.test_clean["video"]["bacc"] <= 1.0
+    assert res.boundary == b
 
 
 def test_one_class_is_flagged_and_fails_sanity(dataset) -> None:
     everything_real = deployed(boundary=Boundary(1.0, 0.0, 1.0 - 1e-12))
     res = evaluate_model("one", everything_real, dataset, params(attacks=["fgsm"]))
-    f = res["sanity"]["one_class"]
+    f = res.sanity["one_class"]
     assert f["fired"] is True and f["evidence"]["clean_tpr"] == 0.0 and f["evidence"]["clean_tnr"] == 1.0
-    assert res["sanity"]["ok"] is False
-    assert res["test_clean"]["frame"]["bacc"] == 0.5
+    assert res.sanity["ok"] is False
+    assert res.test_clean["frame"]["bacc"] == 0.5
 
 
 def test_selection_failure_is_carried_to_sanity(dataset) -> None:
     res = evaluate_model("r", deployed(), dataset, params(attacks=["fgsm"], eps=[0.0, 8 / 255]),
                          selection={"qualified": False, "auc_floor": 0.9})
-    assert res["sanity"]["selection_failed"]["fired"] is True and res["sanity"]["ok"] is False
+    assert res.sanity["selection_failed"]["fired"] is True and res.sanity["ok"] is False
 
 
 def test_model_pairs_are_paired_differences_on_the_same_faces(dataset) -> None:
@@ -302,7 +302,7 @@ def test_model_pairs_are_paired_differences_on_the_same_faces(dataset) -> None:
     assert r["bacc_diff"] == pytest.approx(r["bacc_b"] - r["bacc_a"])
     assert r["bacc_diff_lo"] <= r["bacc_diff"] <= r["bacc_diff_hi"]
     assert r["videos"] == 12 and r["significant"] in (True, False)
-    drop = a["clean_to_attacked"]
+    drop = a.clean_to_attacked
     assert drop["bacc_a"] == 1.0 and drop["bacc_diff"] < 0  # attacked minus clean
 
 def test_run_evaluate_writes_headline_detail_plots_and_cross(dataset, tmp_path) -> None:
@@ -386,6 +386,6 @@ def test_run_evaluate_writes_headline_detail_plots_and_cross(dataset, tmp_path) 
 def test_adding_an_eps_changes_no_other_number(dataset) -> None:
     a = evaluate_model("m", deployed(k=20), dataset, params(eps=[0.0, 8 / 255]))
     b = evaluate_model("m", deployed(k=20), dataset, params(eps=[0.0, 4 / 255, 8 / 255]))
-    ta, tb = (r["table"].set_index(["attack", "eps"]) for r in (a, b))
+    ta, tb = (r.table.set_index(["attack", "eps"]) for r in (a, b))
     assert ta.loc[("square", 8 / 255), "acc"] == tb.loc[("square", 8 / 255), "acc"]
     assert ta.loc[("pgd", 8 / 255), "auc"] == tb.loc[("pgd", 8 / 255), "auc"]

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fakeproof.faces import (FACES_COLUMNS, Face, FaceCropper, crop_box, crop_face, crop_square,
+from fakeproof.faces import (FACES_CSV_COLUMNS, Face, FaceCropper, crop_box, crop_face, crop_square,
                              detection_size, run_crop_faces)
-from fakeproof.frames import FramesError, iter_video_frames, run_extract_frames
+from fakeproof.frames import FramesError, run_extract_frames
 from fakeproof.store import DATA_FILE, FaceStore
-from helpers_video import (face_clip_frames, iou, make_blank_clip, make_face_clip, make_fake_clip,
-                           make_params, video_table)
+from helpers_video import (face_clip_frames, iou, iter_video_frames, make_blank_clip,
+                           make_face_clip, make_fake_clip, make_params, video_table)
 
 N_FRAMES = 10
 COUNT = 5
@@ -48,7 +48,7 @@ def stage(tmp_path_factory):
 
 def test_faces_found_where_they_are(stage) -> None:
     faces = stage["faces"]
-    assert list(faces.columns) == FACES_COLUMNS
+    assert list(faces.columns) == FACES_CSV_COLUMNS
     for vid in ("real", "other"):
         rows = faces[faces["video_id"] == vid]
         assert len(rows) == COUNT and (rows["box_source"] == "self").all()

@@ -15,9 +15,10 @@ import pytest
 from PIL import Image
 
 from fakeproof import video
-from fakeproof.frames import (FramesError, INDEX_COLUMNS, iter_frame_batches, iter_video_frames,
+from fakeproof.frames import (FramesError, INDEX_COLUMNS, iter_frame_batches,
                               run_extract_frames)
-from helpers_video import make_blank_clip, make_face_clip, make_params, video_table
+from helpers_video import (iter_video_frames, make_blank_clip, make_face_clip, make_params,
+                           video_table)
 
 
 @pytest.fixture(scope="module")

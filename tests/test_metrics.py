@@ -11,7 +11,7 @@ import pytest
 from sklearn import metrics as skm
 
 from fakeproof.metrics import (METRIC_KEYS, aggregate_videos, attack_success_rate,
-                               binary_metrics, equal_error_rate, roc_points)
+                               binary_metrics, roc_points)
 
 
 def _random_case(seed: int, n: int = 400, fake_share: float = 0.2):
@@ -52,17 +52,6 @@ def test_hand_computed_table() -> None:
     assert m["ap"] == pytest.approx((1.0 + 2 / 3) / 2)  # precision at recall .5 and 1
     assert m["eer"] == pytest.approx(0.5)
     assert m["acc"] == m["bacc"] == m["precision"] == m["recall"] == m["f1"] == pytest.approx(0.5)
-
-
-def test_eer_interpolates_between_roc_points() -> None:
-    # vertical segment: ROC (1/3, .5) -> (1/3, 1); FNR falls from .5 to 0 at FPR 1/3.
-    assert equal_error_rate([0, 0, 0, 1, 1], [0.1, 0.2, 0.7, 0.6, 0.8]) == pytest.approx(1 / 3)
-    # diagonal segment (a tie at .3 between a real and a fake): ROC (0, .5) -> (.5, 1);
-    # along it FNR = .5 - fpr, which equals fpr at .25.
-    assert equal_error_rate([0, 1, 0, 1], [0.3, 0.3, 0.2, 0.9]) == pytest.approx(0.25)
-    # perfect separation and perfect inversion
-    assert equal_error_rate([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 0.0
-    assert equal_error_rate([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 1.0
 
 
 @pytest.mark.parametrize("label", [0, 1])

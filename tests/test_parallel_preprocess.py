@@ -192,7 +192,7 @@ def test_device_resolution() -> None:
         assert resolve_device("cuda", rank=torch.cuda.device_count()).index == 0
     else:
         assert resolve_device("auto") == torch.device("cpu")
-        with pytest.raises(FacesError, match="faces.device = cuda: torch sees no CUDA device"):
+        with pytest.raises(FacesError, match="faces.device = 'cuda': no CUDA device here"):
             resolve_device("cuda")
 
 

@@ -19,6 +19,7 @@ from fakeproof.attacks import Budget
 from fakeproof.boundary import Boundary, Deployed
 from fakeproof.data import FaceDataset
 from fakeproof.models import load_checkpoint
+from fakeproof.recipe import deployed_boundary
 from fakeproof.selection import Candidate, qualifies, selection_score
 from fakeproof.train import run_adv_finetune, run_pretrain
 from fakeproof.under_attack import dataset_batches, score_under_attack
@@ -91,7 +92,7 @@ def _robust_bacc(path, paths) -> tuple[float, float]:
     """(clean bacc, robust bacc) on the test videos at the checkpoint's deployed boundary, under
     PGD-50 with 3 restarts at EPS."""
     model, meta = load_checkpoint(path)
-    deployed = Deployed(model.eval(), Boundary.from_meta(meta)).eval()
+    deployed = Deployed(model.eval(), deployed_boundary(meta)).eval()
     ds = FaceDataset(paths.store, paths.faces_csv, paths.splits_csv, "test")
     idx = np.arange(len(ds))
     res = score_under_attack(deployed, dataset_batches(ds, idx, 32, ds.frames["key"].tolist()),

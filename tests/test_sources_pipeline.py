@@ -34,7 +34,7 @@ import pytest
 import yaml
 
 from _layouts import BUILDERS, ClipBank, CliResult, Layout, PHOTOS, run_cli, write_params
-from fakeproof.store import FaceStore, parse_key
+from fakeproof.store import FaceStore, face_key
 
 SOURCES = tuple(BUILDERS)
 STAGES = ("download", "extract_frames", "crop_faces", "split")
@@ -197,7 +197,7 @@ def test_crops_in_store_for_every_video_with_a_face(projects, source):
         assert set(per_video.index) == with_face
         assert (per_video == FRAMES_PER_VIDEO).all(), per_video.to_dict()
         for row in faces.itertuples():
-            assert parse_key(row.key) == (row.video_id, int(row.frame), int(row.face))
+            assert row.key == face_key(row.video_id, int(row.frame), int(row.face))
             crop = store.get(row.key)
             assert crop.shape == (CROP, CROP, 3) and crop.dtype == np.uint8
             assert crop.std() > 10, row.key  # a picture, not a blank fill

@@ -28,8 +28,8 @@ from fakeproof.models import load_checkpoint
 from fakeproof.data import DataPaths
 from fakeproof.errors import TrainingError
 from fakeproof.predict import logits_of, proba
-from fakeproof.train import (class_weights, run_adv_finetune, run_pretrain,
-                             weighted_bce)
+from fakeproof.fit import class_weights, weighted_bce
+from fakeproof.train import run_adv_finetune, run_pretrain
 
 VIDEOS = {"train": 16, "val": 8, "test": 4}
 

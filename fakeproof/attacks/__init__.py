@@ -32,6 +32,7 @@ from fakeproof.attacks.apgd import apgd
 from fakeproof.attacks.fgsm import fgsm
 from fakeproof.attacks.pgd import pgd
 from fakeproof.attacks.square import square
+from fakeproof.errors import registered
 
 AttackFn = Callable[..., Tensor]
 
@@ -137,11 +138,8 @@ def check_attack_names(names: list[str], key: str = "eval.attacks") -> None:
 
 def get_attack(name: str) -> AttackSpec:
     """The attack registered as ``name``; unknown names raise :class:`AttackError`."""
-    try:
-        return ATTACKS[name]
-    except KeyError:
-        raise AttackError(f"attack {name!r} is not registered; use one of "
-                          f"{', '.join(sorted(ATTACKS))}") from None
+    return registered(ATTACKS, name, AttackError, f"attack {name!r} is not registered",
+                      sorted(ATTACKS))
 
 
 __all__ = ["ATTACKS", "GRADIENT_FREE", "PRESETS", "AttackError", "AttackFn", "AttackSpec", "Budget",

@@ -38,6 +38,7 @@ from fakeproof.config import CORRUPTION_NAMES
 from fakeproof.corruptions import (brightness, contrast, downscale, gaussian_blur, gaussian_noise, h264,
                                    jpeg, salt_pepper)
 from fakeproof.corruptions._base import LEVELS, SEVERITIES, CorruptionError, check_severity, level
+from fakeproof.errors import registered
 
 CorruptionFn = Callable[..., Tensor]
 
@@ -59,11 +60,7 @@ if tuple(CORRUPTIONS) != tuple(CORRUPTION_NAMES) or tuple(LEVELS) != tuple(CORRU
 
 def get_corruption(name: str) -> CorruptionFn:
     """The corruption registered as ``name``; unknown names raise :class:`CorruptionError`."""
-    try:
-        return CORRUPTIONS[name]
-    except KeyError:
-        raise CorruptionError(f"corruption {name!r} is not registered; use one of "
-                              f"{', '.join(CORRUPTIONS)}") from None
+    return registered(CORRUPTIONS, name, CorruptionError, f"corruption {name!r} is not registered")
 
 
 __all__ = ["CORRUPTIONS", "LEVELS", "SEVERITIES", "CorruptionError", "CorruptionFn", "check_severity",

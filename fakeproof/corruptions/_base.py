@@ -15,8 +15,9 @@ set for.
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
@@ -64,6 +65,23 @@ def check_severity(severity: Any) -> int:
 def level(name: str, severity: int) -> float:
     """The parameter of ``name`` at ``severity`` (1-5) from :data:`LEVELS`."""
     return LEVELS[name][check_severity(severity) - 1]
+
+
+def corruption(name: str) -> Callable[[Callable[[Tensor, float, Optional[torch.Generator]], Tensor]],
+                                      Callable[..., Tensor]]:
+    """Turn ``fn(images, amount, generator)`` into the corruption ``name``'s public
+    ``corrupt(images, *, severity, generator=None)``: the input checks, severity 0 as the identity
+    (a copy) and the level of ``severity`` (:data:`LEVELS`) are done here, once for all."""
+    def wrap(fn: Callable[[Tensor, float, Optional[torch.Generator]], Tensor]) -> Callable[..., Tensor]:
+        @functools.wraps(fn)
+        def corrupt(images: Tensor, *, severity: int,
+                    generator: Optional[torch.Generator] = None) -> Tensor:
+            images = check_images(images)
+            if check_severity(severity) == 0:
+                return images.clone()
+            return fn(images, level(name, severity), generator)
+        return corrupt
+    return wrap
 
 
 def check_images(images: Tensor) -> Tensor:

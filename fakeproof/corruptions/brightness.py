@@ -11,15 +11,13 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from fakeproof.corruptions._base import check_images, check_severity, finish, level
+from fakeproof.corruptions._base import corruption, finish
 
 
-def corrupt(images: Tensor, *, severity: int, generator: Optional[torch.Generator] = None) -> Tensor:
+@corruption("brightness")
+def corrupt(images: Tensor, amount: float, generator: Optional[torch.Generator]) -> Tensor:
     """Every pixel's HSV value raised by the amount of ``severity`` (deterministic)."""
-    images = check_images(images)
-    if check_severity(severity) == 0:
-        return images.clone()
-    c = level("brightness", severity)
+    c = amount
     x = images.float()
     v = x.amax(dim=1, keepdim=True)
     scaled = x * (torch.clamp(v + c, max=1.0) / v.clamp(min=1e-12))

@@ -8,15 +8,13 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from fakeproof.corruptions._base import check_images, check_severity, finish, level
+from fakeproof.corruptions._base import corruption, finish
 
 
-def corrupt(images: Tensor, *, severity: int, generator: Optional[torch.Generator] = None) -> Tensor:
+@corruption("contrast")
+def corrupt(images: Tensor, amount: float, generator: Optional[torch.Generator]) -> Tensor:
     """Pull every value towards its crop's channel mean by the factor of ``severity``."""
-    images = check_images(images)
-    if check_severity(severity) == 0:
-        return images.clone()
-    c = level("contrast", severity)
+    c = amount
     x = images.float()
     mean = x.mean(dim=(2, 3), keepdim=True)
     return finish((x - mean) * c + mean)

@@ -9,15 +9,13 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
-from fakeproof.corruptions._base import check_images, check_severity, finish, level
+from fakeproof.corruptions._base import corruption, finish
 
 
-def corrupt(images: Tensor, *, severity: int, generator: Optional[torch.Generator] = None) -> Tensor:
+@corruption("downscale")
+def corrupt(images: Tensor, amount: float, generator: Optional[torch.Generator]) -> Tensor:
     """Resize to ``1 / factor`` of the size (``factor`` from ``severity``) and back."""
-    images = check_images(images)
-    if check_severity(severity) == 0:
-        return images.clone()
-    f = int(level("downscale", severity))
+    f = int(amount)
     h, w = images.shape[-2:]
     small = TF.resize(images.float(), [max(1, h // f), max(1, w // f)], antialias=False)
     return finish(TF.resize(small, [h, w], antialias=False))

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from fakeproof.corruptions._base import check_images, check_severity, finish, level
+from fakeproof.corruptions._base import corruption, finish
 
 
 def kernel1d(size: int, sigma: float) -> Tensor:
@@ -35,13 +35,11 @@ def blur_matrix(n: int, kernel: Tensor) -> Tensor:
     return m.to(torch.float32)
 
 
-def corrupt(images: Tensor, *, severity: int, generator: Optional[torch.Generator] = None) -> Tensor:
+@corruption("gaussian_blur")
+def corrupt(images: Tensor, amount: float, generator: Optional[torch.Generator]) -> Tensor:
     """Blur with the kernel of ``severity`` (cut to the largest odd size the crop can pad by
     reflection; sigma keeps the level's value)."""
-    images = check_images(images)
-    if check_severity(severity) == 0:
-        return images.clone()
-    size = int(level("gaussian_blur", severity))
+    size = int(amount)
     h, w = images.shape[-2:]
     k = min(size, 2 * (min(h, w) // 2) - 1)
     g = kernel1d(k, size / 6.0)

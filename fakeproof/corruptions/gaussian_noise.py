@@ -8,14 +8,12 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from fakeproof.corruptions._base import check_images, check_severity, finish, generator_or_default, level
+from fakeproof.corruptions._base import corruption, finish, generator_or_default
 
 
-def corrupt(images: Tensor, *, severity: int, generator: Optional[torch.Generator] = None) -> Tensor:
+@corruption("gaussian_noise")
+def corrupt(images: Tensor, amount: float, generator: Optional[torch.Generator]) -> Tensor:
     """``images + N(0, sigma^2)`` with sigma from ``severity``, drawn from ``generator``."""
-    images = check_images(images)
-    if check_severity(severity) == 0:
-        return images.clone()
     g = generator_or_default(generator)
-    noise = torch.randn(images.shape, generator=g, dtype=torch.float32) * level("gaussian_noise", severity)
+    noise = torch.randn(images.shape, generator=g, dtype=torch.float32) * amount
     return finish(images.float() + noise.to(images.device))

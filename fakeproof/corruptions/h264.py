@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fakeproof.corruptions._base import CorruptionError, check_images, check_severity, level, to_uint8
+from fakeproof.corruptions._base import CorruptionError, corruption, to_uint8
 from fakeproof.video import ffmpeg_exe, passthrough_option
 
 FPS = 25
@@ -58,14 +58,12 @@ def encode_decode(frames: np.ndarray, crf: int) -> np.ndarray:
     return np.frombuffer(raw, np.uint8).reshape(n, h, w, 3)
 
 
-def corrupt(images: Tensor, *, severity: int, generator: Optional[torch.Generator] = None) -> Tensor:
+@corruption("h264")
+def corrupt(images: Tensor, amount: float, generator: Optional[torch.Generator]) -> Tensor:
     """The crops of one video (N, 3, H, W), in frame order, re-encoded at the CRF of
     ``severity``; ``generator`` is unused (the encoder is deterministic)."""
-    images = check_images(images)
-    if check_severity(severity) == 0:
-        return images.clone()
     h, w = images.shape[-2:]
     frames = to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    out = encode_decode(frames, int(level("h264", severity)))[:, :h, :w]
+    out = encode_decode(frames, int(amount))[:, :h, :w]
     return torch.from_numpy(out.copy()).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)

@@ -8,16 +8,14 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from fakeproof.corruptions._base import check_images, check_severity, finish, generator_or_default, level
+from fakeproof.corruptions._base import corruption, finish, generator_or_default
 
 
-def corrupt(images: Tensor, *, severity: int, generator: Optional[torch.Generator] = None) -> Tensor:
+@corruption("salt_pepper")
+def corrupt(images: Tensor, amount: float, generator: Optional[torch.Generator]) -> Tensor:
     """Each value independently: salt (1) with probability ``amount / 2``, pepper (0) with
     ``amount / 2``, kept otherwise; ``amount`` from ``severity``, draws from ``generator``."""
-    images = check_images(images)
-    if check_severity(severity) == 0:
-        return images.clone()
-    amount = level("salt_pepper", severity)
+    amount = amount
     u = torch.rand(images.shape, generator=generator_or_default(generator)).to(images.device)
     out = torch.where(u < amount / 2, 1.0, images.float())
     out = torch.where((u >= amount / 2) & (u < amount), 0.0, out)

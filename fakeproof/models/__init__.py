@@ -35,15 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fakeproof.errors import FakeproofError
+from fakeproof.errors import ModelError
 
 _log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class ModelError(FakeproofError, RuntimeError):
-    """A model name, weights file or checkpoint is unusable (one-line message)."""
 
 
 @dataclass(frozen=True)
@@ -332,6 +328,22 @@ def contiguous_state(model: nn.Module) -> dict[str, Any]:
             for k, v in model.state_dict().items()}
 
 
+#: Loaders of checkpoints that are not one registered model, by the checkpoint's ``kind``
+#: (``fakeproof.models.fusion`` registers ``ensemble``).
+_CHECKPOINT_KINDS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {}
+
+
+def register_checkpoint_kind(kind: str, loader: Callable[[dict[str, Any]], nn.Module]) -> None:
+    """Let :func:`load_checkpoint` build checkpoints whose ``kind`` is ``kind`` with ``loader``
+    (called from the module that defines them, found as the model families are)."""
+    _CHECKPOINT_KINDS[kind] = loader
+
+
+def _kinds() -> dict[str, Callable[[dict[str, Any]], nn.Module]]:
+    _load_families()
+    return _CHECKPOINT_KINDS
+
+
 def load_checkpoint(path: str | Path) -> tuple[Detector, dict[str, Any]]:
     """Load a checkpoint written by :func:`save_checkpoint`; the model is in eval mode."""
     path = Path(path)
@@ -339,9 +351,9 @@ def load_checkpoint(path: str | Path) -> tuple[Detector, dict[str, Any]]:
         raise ModelError(f"{path}: checkpoint not found; run the stage that writes it (dvc repro)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(ckpt, dict) and ckpt.get("kind") == "ensemble":  # fakeproof/fusion.py
-            from fakeproof.fusion import ensemble_from_checkpoint
-            model = ensemble_from_checkpoint(ckpt)
+        kind = ckpt.get("kind") if isinstance(ckpt, dict) else None
+        if kind is not None and kind in _kinds():  # an ensemble (fakeproof/models/fusion.py)
+            model = _CHECKPOINT_KINDS[kind](ckpt)
         else:
             model = create_model(ckpt["model"])
             model.load_state_dict(ckpt["state_dict"])
@@ -355,5 +367,5 @@ def load_checkpoint(path: str | Path) -> tuple[Detector, dict[str, Any]]:
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Detector", "ModelConfig", "ModelError", "Normalize",
            "contiguous_state", "create_model", "head_module", "list_models", "load_checkpoint", "load_matching",
-           "model_config", "register_model", "resize", "resize_matrix", "save_checkpoint",
+           "model_config", "register_checkpoint_kind", "register_model", "resize", "resize_matrix", "save_checkpoint",
            "set_backbone_frozen"]

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
+from fakeproof.errors import ModelError
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -28,8 +30,6 @@ if TYPE_CHECKING:
 
 
 def _error(msg: str) -> Exception:
-    from fakeproof.models import ModelError
-
     return ModelError(msg)
 
 

@@ -35,8 +35,8 @@ trades     Zhang et al., ICML 2019             CE(x) + beta KL(p(x) || p(x'))   
 mart       Wang et al., ICLR 2020              BCE(x') + beta KL * (1 - p_y(x))   steps + 2
 =========  ==================================  =================================  ==============
 
-Options: ``clean_share`` is used by pgd and fgsm_rs, ``beta`` (default 6, both papers) by trades
-and mart, ``alpha``/``steps`` by all but fgsm_rs (its step is 1.25 eps); each objective accepts
+Options: ``clean_share`` is used by pgd and fgsm_rs, ``beta`` (``adv.beta``, whose default is
+both papers' value) by trades and mart, ``alpha``/``steps`` by all but fgsm_rs (its step is 1.25 eps); each objective accepts
 and ignores the others, so a training loop calls any of them the same way. Crafting steps cost
 less than a training step (no weight gradients). ``eps = 0`` gives the clean loss.
 
@@ -51,6 +51,7 @@ from typing import Any, Callable, Optional
 
 from torch import Tensor
 
+from fakeproof.errors import registered
 from fakeproof.objectives._common import ObjectiveError
 from fakeproof.objectives.fgsm_rs import fgsm_rs_objective
 from fakeproof.objectives.mart import mart_objective
@@ -72,11 +73,7 @@ OVERFIT_DROP = 0.2
 
 
 def get_objective(name: str) -> Objective:
-    try:
-        return OBJECTIVES[name]
-    except KeyError:
-        raise ObjectiveError(f"adv.method = {name!r}: unknown; use one of "
-                             f"{', '.join(OBJECTIVES)}") from None
+    return registered(OBJECTIVES, name, ObjectiveError, f"adv.method = {name!r}: unknown")
 
 
 def warmup_eps(ap: Any, epoch: float) -> float:

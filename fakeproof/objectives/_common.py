@@ -50,6 +50,17 @@ def prepare(images: Tensor, labels: Tensor, eps: float, weights: Tensor
     return images, y, check_eps(eps), check_weights(weights).to(images.device)
 
 
+def prepare_kl(model: nn.Module, images: Tensor, labels: Tensor, eps: float, weights: Tensor,
+               beta: float, clean_share: float, craft_model: Optional[nn.Module]
+               ) -> tuple[Tensor, Tensor, float, Tensor, float, nn.Module]:
+    """What trades and mart check and prepare first: :func:`prepare`'s inputs, ``beta`` and
+    ``clean_share`` checked, and the model examples are crafted on."""
+    x, y, eps, w = prepare(images, labels, eps, weights)
+    beta = check_beta(beta)
+    check_share("clean_share", clean_share)
+    return x, y, eps, w, beta, craft_target(model, craft_model)
+
+
 def weighted_mean(values: Tensor, labels: Tensor, weights: Tensor) -> Tensor:
     """``sum_i w[y_i] v_i / sum_i w[y_i]``: the class-weighted mean (train.class_weights)."""
     w = weights[labels].to(values.dtype)

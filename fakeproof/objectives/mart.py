@@ -3,7 +3,7 @@
 Wang, Zou, Yi, Bailey, Ma & Gu, "Improving Adversarial Robustness Requires Revisiting
 Misclassified Examples", ICLR 2020 (openreview rklOg6EFwS):
 
-    loss = BCE(p(x'), y) + beta * KL(p(x) || p(x')) * (1 - p_y(x)),   beta = 6 (the paper's)
+    loss = BCE(p(x'), y) + beta * KL(p(x) || p(x')) * (1 - p_y(x))   (beta: ``adv.beta``)
 
 where x' are PGD (cross-entropy) examples and the boosted cross-entropy
 ``BCE(p, y) = -log p_y - log(1 - max_{k != y} p_k)`` also pushes down the strongest wrong class.
@@ -26,23 +26,18 @@ from torch import Tensor, nn
 
 from fakeproof.attacks import pgd
 from fakeproof.attacks._base import kl_per_sample
-from fakeproof.objectives._common import (accuracy, ce, check_beta, check_share, craft_target,
-                                          crafting, logits2, prepare, weighted_mean)
-
-BETA = 6.0
-
+from fakeproof.objectives._common import (accuracy, ce, crafting, logits2, prepare_kl,
+                                          weighted_mean)
 
 def mart_objective(model: nn.Module, images: Tensor, labels: Tensor, *, eps: float, alpha: float,
                    steps: int, weights: Tensor, generator: torch.Generator,
-                   clean_share: float = 0.0, beta: float = BETA, random_start: bool = True,
+                   clean_share: float = 0.0, beta: float, random_start: bool = True,
                    craft_model: Optional[nn.Module] = None) -> tuple[Tensor, dict]:
     """MART loss on a batch; stats ``loss``, ``bce`` (adversarial), ``kl`` (weighted),
     ``clean_acc``, ``adv_acc``. With ``eps = 0``, x' = x: loss = 2 CE(x) (one forward pass).
     """
-    x, y, eps, w = prepare(images, labels, eps, weights)
-    beta = check_beta(beta)
-    check_share("clean_share", clean_share)
-    target = craft_target(model, craft_model)
+    x, y, eps, w, beta, target = prepare_kl(model, images, labels, eps, weights, beta,
+                                            clean_share, craft_model)
     adv = None
     if eps > 0:
         with crafting(target):

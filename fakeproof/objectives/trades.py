@@ -5,8 +5,8 @@ and Accuracy", ICML 2019 (arXiv:1901.08573):
 
     loss = CE(f(x), y) + beta * KL(p(x) || p(x')),   x' = argmax_{|x' - x| <= eps} KL(p(x) || p(x'))
 
-with beta = 6 (the paper's CIFAR-10 choice; larger trades clean accuracy for robustness). The
-inner maximisation is :func:`fakeproof.attacks.pgd` on the KL view of the model
+with beta = ``adv.beta`` (its default is the paper's CIFAR-10 choice; larger trades clean
+accuracy for robustness). The inner maximisation is :func:`fakeproof.attacks.pgd` on the KL view of the model
 (:class:`fakeproof.attacks._base.KLView`: the margin loss of ``[0, KL]`` is the KL), ``steps``
 steps of ``alpha`` from a uniform random start in the ball (the authors start at
 ``x + 0.001 N(0, 1)``: at ``x' = x`` the KL has zero gradient, so some start off ``x`` is needed).
@@ -27,25 +27,20 @@ from torch import Tensor, nn
 
 from fakeproof.attacks import pgd
 from fakeproof.attacks._base import KLView, kl_per_sample
-from fakeproof.objectives._common import (accuracy, ce, check_beta, check_share, craft_target,
-                                          crafting, logits2, prepare, weighted_mean)
-
-BETA = 6.0
-
+from fakeproof.objectives._common import (accuracy, ce, crafting, logits2, prepare_kl,
+                                          weighted_mean)
 
 def trades_objective(model: nn.Module, images: Tensor, labels: Tensor, *, eps: float, alpha: float,
                      steps: int, weights: Tensor, generator: torch.Generator,
-                     clean_share: float = 0.0, beta: float = BETA, random_start: bool = True,
+                     clean_share: float = 0.0, beta: float, random_start: bool = True,
                      craft_model: Optional[nn.Module] = None) -> tuple[Tensor, dict]:
     """TRADES loss on a batch; stats ``loss``, ``ce`` (clean), ``kl``, ``clean_acc``, ``adv_acc``.
 
     ``clean_share`` and ``random_start`` are not used (the start is always random). With
     ``eps = 0`` nothing is crafted and x' = x: the KL term is exactly 0 (one forward pass).
     """
-    x, y, eps, w = prepare(images, labels, eps, weights)
-    beta = check_beta(beta)
-    check_share("clean_share", clean_share)
-    target = craft_target(model, craft_model)
+    x, y, eps, w, beta, target = prepare_kl(model, images, labels, eps, weights, beta,
+                                            clean_share, craft_model)
     adv = None
     if eps > 0:
         with crafting(target):

@@ -17,7 +17,7 @@ under its ``data.source`` name with :func:`register_source`. The video table has
 - ``original``: video_id of the real clip whose face boxes a fake reuses, else empty
 
 The download stage appends :data:`FINGERPRINT` (``sha256``): the sha256 of the file's bytes, so
-that ``data/raw/videos.csv`` changes whenever a listed video does (see :mod:`fakeproof.ingest`).
+that ``data/raw/videos.csv`` changes whenever a listed video does (see :mod:`fakeproof.download`).
 Sources do not produce it; :func:`validate_video_table` keeps it when present.
 """
 

@@ -7,19 +7,20 @@ video table does not depend on the machine), and returns rows in a deterministic
 
 from __future__ import annotations
 
+import csv
 import logging
 import re
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator, Optional, Sequence
 
 import pandas as pd
 
 from fakeproof.config import DataParams
 from fakeproof.sources import VIDEO_COLUMNS, SourceError, problems_frame
+from fakeproof.video import VIDEO_SUFFIXES
 
-VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 STAGE = "download"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -51,7 +52,7 @@ def natural_key(text: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
-def list_videos(folder: Path, exts: Iterable[str] = VIDEO_EXTS, recursive: bool = False) -> list[Path]:
+def list_videos(folder: Path, exts: Iterable[str] = VIDEO_SUFFIXES, recursive: bool = False) -> list[Path]:
     """Video files (by extension, case-insensitive) in ``folder``, sorted by relative path."""
     if not folder.is_dir():
         return []
@@ -59,6 +60,35 @@ def list_videos(folder: Path, exts: Iterable[str] = VIDEO_EXTS, recursive: bool 
     it = folder.rglob("*") if recursive else folder.iterdir()
     files = [p for p in it if p.suffix.lower() in exts and p.is_file()]
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def csv_records(path: Path, headers: Sequence[Sequence[str]], expected: str,
+                empty: Optional[str] = None) -> Iterator[tuple[int, list[str], list[str]]]:
+    """The rows of a user's UTF-8 CSV after its header, as ``(line, header, row)``; blank lines
+    are skipped and the header (lower-cased) must be one of ``headers`` (``expected`` says which
+    in the error). Not UTF-8, not CSV, or (with ``empty``) no header at all: one-line
+    :class:`SourceError` naming the file (and line)."""
+    header = None
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            for rec in reader:
+                n = reader.line_num
+                if not rec or all(not c.strip() for c in rec):
+                    continue
+                if header is None:
+                    header = [c.strip().lower() for c in rec]
+                    if header not in [list(h) for h in headers]:
+                        raise SourceError(f"{path}:{n}: header {','.join(rec)!r}; expected "
+                                          f"{expected}")
+                    continue
+                yield n, header, rec
+    except UnicodeDecodeError:
+        raise SourceError(f"{path}: not UTF-8 text; save the CSV as UTF-8") from None
+    except csv.Error as e:
+        raise SourceError(f"{path}: not a valid CSV ({e})") from None
+    if header is None and empty is not None:
+        raise SourceError(f"{path}: {empty}")
 
 
 def package_text(*parts: str) -> str:
@@ -93,10 +123,6 @@ class UnionFind:
         if ra != rb:
             lo, hi = (ra, rb) if ra <= rb else (rb, ra)
             self._parent[hi] = lo
-
-    def components(self) -> dict:
-        """Map each key to its component's representative (its smallest key)."""
-        return {x: self.find(x) for x in sorted(self._parent)}
 
 
 class Problems:

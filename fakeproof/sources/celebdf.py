@@ -130,6 +130,34 @@ def build(params: DataParams, raw_dir: Path) -> SourceResult:
                                  "skipped")
 
     real_ids = {r["vid"] for r in recs if r["kind"] == "real"}
+    _group(recs, mode)
+
+    rows = []
+    for r in recs:
+        original = ""
+        if r["kind"] == "fake":
+            target = "celebdf_real_{}_{}".format(*r["clip"])
+            original = target if target in real_ids else ""
+        rows.append(video_row(r["vid"], r["path"], r["label"], r["group"], r["method"], NAME,
+                              r["hint"], original))
+    df = videos_frame(rows, f"data.root = {params.root!r} (celebdf)")
+    n_ex = int((df["split_hint"] == "exclude").sum())
+    ids = df[df["group"].str.startswith("celebdf_ids_") & (df["split_hint"] == "")]
+    if len(ids):
+        sizes = ids["group"].value_counts()
+        log.info("celebdf: train/val Celeb videos form %d identity groups (target and donor kept "
+                 "together); the largest holds %d of %d videos", len(sizes), int(sizes.iloc[0]),
+                 len(ids))
+    log.info("celebdf: %d of %d listed test videos found; %d non-test videos excluded "
+             "(data.celebdf.exclude = %s: they share %s with a test video)",
+             int((df["split_hint"] == "test").sum()), len(test), n_ex, mode,
+             "a source clip" if mode == "clip" else "an identity")
+    log_summary(log, "celebdf", df, problems, t0)
+    return SourceResult(df, problems.frame())
+
+
+def _group(recs: list[dict], mode: str) -> None:
+    """Set each record's ``group`` and split ``hint`` (``data.celebdf.exclude`` = ``mode``)."""
     if mode == "clip":
         test_clips = {r["clip"] for r in recs if r["test"]}
         free = UnionFind()  # identities of the videos train and val share, target and donor
@@ -159,29 +187,6 @@ def build(params: DataParams, raw_dir: Path) -> SourceResult:
                 comp = uf.find(r["ids"][0])
                 r["group"], touched = f"celebdf_ids_{comp}", comp in test_comps
             r["hint"] = "test" if r["test"] else ("exclude" if touched else "")
-
-    rows = []
-    for r in recs:
-        original = ""
-        if r["kind"] == "fake":
-            target = "celebdf_real_{}_{}".format(*r["clip"])
-            original = target if target in real_ids else ""
-        rows.append(video_row(r["vid"], r["path"], r["label"], r["group"], r["method"], NAME,
-                              r["hint"], original))
-    df = videos_frame(rows, f"data.root = {params.root!r} (celebdf)")
-    n_ex = int((df["split_hint"] == "exclude").sum())
-    ids = df[df["group"].str.startswith("celebdf_ids_") & (df["split_hint"] == "")]
-    if len(ids):
-        sizes = ids["group"].value_counts()
-        log.info("celebdf: train/val Celeb videos form %d identity groups (target and donor kept "
-                 "together); the largest holds %d of %d videos", len(sizes), int(sizes.iloc[0]),
-                 len(ids))
-    log.info("celebdf: %d of %d listed test videos found; %d non-test videos excluded "
-             "(data.celebdf.exclude = %s: they share %s with a test video)",
-             int((df["split_hint"] == "test").sum()), len(test), n_ex, mode,
-             "a source clip" if mode == "clip" else "an identity")
-    log_summary(log, "celebdf", df, problems, t0)
-    return SourceResult(df, problems.frame())
 
 
 def _parse(folder: str, stem: str) -> dict | None:

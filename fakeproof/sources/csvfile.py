@@ -10,15 +10,14 @@ naming the file and line. No ``original`` is inferred (faces of every clip are d
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from pathlib import Path, PurePath
 
 from fakeproof.config import DataParams
 from fakeproof.sources import SourceError, SourceResult, register_source
-from fakeproof.sources._common import (Problems, log_summary, require_root, safe_id, video_row,
-                                       videos_frame)
+from fakeproof.sources._common import (Problems, csv_records, log_summary, require_root, safe_id,
+                                       video_row, videos_frame)
 
 log = logging.getLogger(__name__)
 
@@ -43,46 +42,30 @@ def build(params: DataParams, raw_dir: Path) -> SourceResult:
     problems = Problems()
     rows: list[dict] = []
     seen: dict[str, int] = {}
-    try:
-        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = None
-            for rec in reader:
-                n = reader.line_num
-                if not rec or all(not c.strip() for c in rec):
-                    continue
-                if header is None:
-                    header = [c.strip().lower() for c in rec]
-                    if header not in (["path", "label"], ["path", "label", "group"]):
-                        raise SourceError(f"{csv_path}:{n}: header {','.join(rec)!r}; expected "
-                                          "path,label or path,label,group")
-                    continue
-                if len(rec) != len(header):
-                    raise SourceError(f"{csv_path}:{n}: {len(rec)} columns; expected "
-                                      f"{len(header)} ({','.join(header)})")
-                value = rec[0].strip()
-                if not value:
-                    raise SourceError(f"{csv_path}:{n}: empty path")
-                label = parse_label(rec[1], f"{csv_path}:{n}")
-                group = rec[2].strip() if len(rec) > 2 else ""
-                rel = PurePath(value.replace("\\", "/"))
-                path = Path(rel) if rel.is_absolute() else base / rel
-                key = str(path)
-                if key in seen:
-                    raise SourceError(f"{csv_path}:{n}: {value} is listed twice (first at line "
-                                      f"{seen[key]})")
-                seen[key] = n
-                parts = rel.parts[1:] if rel.is_absolute() else rel.parts
-                vid = safe_id(NAME, PurePath(*parts).with_suffix("").as_posix())
-                if not path.is_file():
-                    problems.add(path, f"listed at {csv_path.name}:{n} but not found; skipped", vid)
-                    continue
-                rows.append(video_row(vid, path, label, f"csv_{safe_id(group)}" if group else vid,
-                                      "real" if label == 0 else "fake", NAME))
-    except UnicodeDecodeError:
-        raise SourceError(f"{csv_path}: not UTF-8 text; save the CSV as UTF-8") from None
-    except csv.Error as e:
-        raise SourceError(f"{csv_path}: not a valid CSV ({e})") from None
+    for n, header, rec in csv_records(csv_path, (("path", "label"), ("path", "label", "group")),
+                                      "path,label or path,label,group"):
+        if len(rec) != len(header):
+            raise SourceError(f"{csv_path}:{n}: {len(rec)} columns; expected "
+                              f"{len(header)} ({','.join(header)})")
+        value = rec[0].strip()
+        if not value:
+            raise SourceError(f"{csv_path}:{n}: empty path")
+        label = parse_label(rec[1], f"{csv_path}:{n}")
+        group = rec[2].strip() if len(rec) > 2 else ""
+        rel = PurePath(value.replace("\\", "/"))
+        path = Path(rel) if rel.is_absolute() else base / rel
+        key = str(path)
+        if key in seen:
+            raise SourceError(f"{csv_path}:{n}: {value} is listed twice (first at line "
+                              f"{seen[key]})")
+        seen[key] = n
+        parts = rel.parts[1:] if rel.is_absolute() else rel.parts
+        vid = safe_id(NAME, PurePath(*parts).with_suffix("").as_posix())
+        if not path.is_file():
+            problems.add(path, f"listed at {csv_path.name}:{n} but not found; skipped", vid)
+            continue
+        rows.append(video_row(vid, path, label, f"csv_{safe_id(group)}" if group else vid,
+                              "real" if label == 0 else "fake", NAME))
     if not rows and not problems.rows:
         raise SourceError(f"{csv_path}: no rows after the header; list videos as {_WHAT}")
     df = videos_frame(rows, f"data.root = {params.root!r} (csv)")

@@ -27,7 +27,6 @@ from the current directory (the project root), as ``data.root`` is.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
@@ -35,8 +34,8 @@ from pathlib import Path
 
 from fakeproof.config import DataParams
 from fakeproof.sources import SourceError, SourceResult, register_source
-from fakeproof.sources._common import (Problems, UnionFind, list_videos, log_summary, natural_key,
-                                       require_root, safe_id, video_row, videos_frame)
+from fakeproof.sources._common import (Problems, UnionFind, csv_records, list_videos, log_summary,
+                                       natural_key, require_root, safe_id, video_row, videos_frame)
 
 log = logging.getLogger(__name__)
 
@@ -104,35 +103,17 @@ def read_groups(path: Path) -> dict[str, str]:
                           "header video,group or set data.dfdc.groups: null")
     out: dict[str, str] = {}
     where: dict[str, int] = {}
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = None
-            for rec in reader:
-                n = reader.line_num
-                if not rec or all(not c.strip() for c in rec):
-                    continue
-                if header is None:
-                    header = [c.strip().lower() for c in rec]
-                    if header != ["video", "group"]:
-                        raise SourceError(f"{path}:{n}: header {','.join(rec)!r}; expected "
-                                          "video,group (data.dfdc.groups)")
-                    continue
-                if len(rec) != 2:
-                    raise SourceError(f"{path}:{n}: {len(rec)} columns; expected 2 (video,group)")
-                video, group = rec[0].strip(), rec[1].strip()
-                if not video or not group:
-                    raise SourceError(f"{path}:{n}: empty video or group")
-                if video in out and out[video] != group:
-                    raise SourceError(f"{path}:{n}: {video} is in group {group!r} here and in "
-                                      f"{out[video]!r} at line {where[video]}; give one group")
-                out[video], where[video] = group, n
-    except UnicodeDecodeError:
-        raise SourceError(f"{path}: not UTF-8 text; save the CSV as UTF-8") from None
-    except csv.Error as e:
-        raise SourceError(f"{path}: not a valid CSV ({e})") from None
-    if header is None:
-        raise SourceError(f"{path}: empty; give a CSV with header video,group")
+    for n, _, rec in csv_records(path, (("video", "group"),), "video,group (data.dfdc.groups)",
+                                 empty="empty; give a CSV with header video,group"):
+        if len(rec) != 2:
+            raise SourceError(f"{path}:{n}: {len(rec)} columns; expected 2 (video,group)")
+        video, group = rec[0].strip(), rec[1].strip()
+        if not video or not group:
+            raise SourceError(f"{path}:{n}: empty video or group")
+        if video in out and out[video] != group:
+            raise SourceError(f"{path}:{n}: {video} is in group {group!r} here and in "
+                              f"{out[video]!r} at line {where[video]}; give one group")
+        out[video], where[video] = group, n
     return out
 
 

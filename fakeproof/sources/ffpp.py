@@ -87,34 +87,7 @@ def build(params: DataParams, raw_dir: Path) -> SourceResult:
     problems = Problems()
     rows: list[dict] = []
 
-    # Originals (youtube): one per official id.
-    reals: dict[str, dict] = {}
-    yt = root / "original_sequences" / "youtube" / c / "videos"
-    if not yt.is_dir():
-        problems.add(yt, "folder not found: no FF++ originals at this compression; fakes are kept "
-                         "and placed by their pair, without original boxes")
-    for p in list_videos(yt, (".mp4",)):
-        m = _REAL.match(p.stem)
-        if not m:
-            problems.add(p, "not an FF++ original name (NNN.mp4); skipped")
-            continue
-        reals[p.stem] = video_row(f"ffpp_{c}_real_{p.stem}", p, 0, "", "real", NAME)
-
-    # Fakes of each method.
-    fakes: list[tuple[dict, str, str]] = []
-    for method in methods:
-        d = root / "manipulated_sequences" / method / c / "videos"
-        if not d.is_dir():
-            problems.add(d, f"folder not found: method {method} (data.ffpp.methods) has no videos "
-                            f"at {c}; download it or remove it from data.ffpp.methods")
-            continue
-        for p in list_videos(d, (".mp4",)):
-            m = _FAKE.match(p.stem)
-            if not m:
-                problems.add(p, "not an FF++ fake name (TTT_SSS.mp4); skipped")
-                continue
-            row = video_row(safe_id("ffpp", c, method, p.stem), p, 1, "", method, NAME)
-            fakes.append((row, m.group(1), m.group(2)))
+    reals, fakes = _scan(root, c, methods, problems)
 
     # Ids outside the official pairs are grouped by the ids their fakes connect.
     loose = UnionFind()
@@ -159,6 +132,40 @@ def build(params: DataParams, raw_dir: Path) -> SourceResult:
     log_summary(log, f"ffpp {c} ({', '.join(methods)}{', actors' if use_actors else ''})", df,
                 problems, t0)
     return SourceResult(df, problems.frame())
+
+
+def _scan(root: Path, c: str, methods: list[str], problems: Problems
+          ) -> tuple[dict[str, dict], list[tuple[dict, str, str]]]:
+    """The originals by id and the fakes of ``methods`` with their (target, source) ids."""
+    # Originals (youtube): one per official id.
+    reals: dict[str, dict] = {}
+    yt = root / "original_sequences" / "youtube" / c / "videos"
+    if not yt.is_dir():
+        problems.add(yt, "folder not found: no FF++ originals at this compression; fakes are kept "
+                         "and placed by their pair, without original boxes")
+    for p in list_videos(yt, (".mp4",)):
+        m = _REAL.match(p.stem)
+        if not m:
+            problems.add(p, "not an FF++ original name (NNN.mp4); skipped")
+            continue
+        reals[p.stem] = video_row(f"ffpp_{c}_real_{p.stem}", p, 0, "", "real", NAME)
+
+    # Fakes of each method.
+    fakes: list[tuple[dict, str, str]] = []
+    for method in methods:
+        d = root / "manipulated_sequences" / method / c / "videos"
+        if not d.is_dir():
+            problems.add(d, f"folder not found: method {method} (data.ffpp.methods) has no videos "
+                            f"at {c}; download it or remove it from data.ffpp.methods")
+            continue
+        for p in list_videos(d, (".mp4",)):
+            m = _FAKE.match(p.stem)
+            if not m:
+                problems.add(p, "not an FF++ fake name (TTT_SSS.mp4); skipped")
+                continue
+            row = video_row(safe_id("ffpp", c, method, p.stem), p, 1, "", method, NAME)
+            fakes.append((row, m.group(1), m.group(2)))
+    return reals, fakes
 
 
 def _actors(root: Path, c: str, problems: Problems) -> list[dict]:

@@ -16,9 +16,10 @@ non-differentiable vote, overstates robustness (Athalye et al., "Obfuscated Grad
 False Sense of Security", ICML 2018; Tramèr et al., "On Adaptive Attacks to Adversarial Example
 Defenses", NeurIPS 2020).
 
-This module holds only what loading an ensemble checkpoint needs (``fakeproof.models.
-load_checkpoint`` dispatches here on ``kind: ensemble``); weight fitting and the DVC stage live in
-:mod:`fakeproof.ensemble`.
+This module holds only what loading an ensemble checkpoint needs: it registers the checkpoint
+``kind`` ``ensemble`` with :func:`fakeproof.models.register_checkpoint_kind`, so
+``fakeproof.models.load_checkpoint`` builds ensembles without importing this module by name;
+weight fitting and the DVC stage live in :mod:`fakeproof.ensemble`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 from torch import nn
 
 from fakeproof.models import (Detector, ModelConfig, ModelError, contiguous_state, create_model,
-                              resize)
+                              register_checkpoint_kind, resize)
 
 #: ``model`` and ``kind`` of an ensemble checkpoint; also the ensemble's recipe ``model``.
 ENSEMBLE = "ensemble"
@@ -146,3 +147,6 @@ def ensemble_from_checkpoint(ckpt: Mapping[str, Any]) -> Ensemble:
                    [float(v) for v in ckpt["weights"]])
     ens.load_state_dict(ckpt["state_dict"])
     return ens.eval()
+
+
+register_checkpoint_kind(ENSEMBLE, ensemble_from_checkpoint)
