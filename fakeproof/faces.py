@@ -17,7 +17,12 @@ frame pixels, as the DFDC winner does (selimsef/dfdc_deepfake_challenge). Parame
   every face, numbered 0, 1, ... by decreasing area (ties: higher probability, then left, top).
 
 Boxes are rounded to 0.01 px and the crops are cut from the rounded boxes, so ``faces.csv`` holds
-exactly the geometry used.
+exactly the geometry used. Beside each box, ``faces.csv`` holds MTCNN's five landmarks in the
+**crop's** pixel coordinates (columns :data:`fakeproof.landmarks.LANDMARK_COLUMNS`, 0.01 px; the
+blend masks of ``train.sbi`` are built from them). A face cropped with its original's boxes (box
+reuse, below) carries the original's landmarks with them; a face with none (never from MTCNN) is
+written with the box template of :func:`fakeproof.landmarks.box_points`. Landmarks are written to
+the CSV only: the crops, and so the LMDB store, are the same bytes as without them.
 
 Crop policy (:func:`crop_box`). For a box ``(x1, y1, x2, y2)`` with longer side
 ``s = max(x2 - x1, y2 - y1)`` and centre ``(cx, cy)``, the crop is the square of side
@@ -93,6 +98,7 @@ from fakeproof.config import FacesParams, Params
 from fakeproof.errors import FakeproofError
 from fakeproof.frames import iter_frame_batches, read_frame_index, read_video_table
 from fakeproof.io import atomic_path
+from fakeproof.landmarks import LANDMARK_COLUMNS, box_points, to_crop
 from fakeproof.parallel import prefetch  # noqa: F401  (also used by fakeproof.detect)
 from fakeproof.store import FaceStoreWriter, encode_image, face_key
 
@@ -101,18 +107,21 @@ log = logging.getLogger(__name__)
 DETECT_THREADS = 1
 PNET_MULTIPLE = 4
 CANDIDATE_MULTIPLE = 32
-FACES_COLUMNS = ["key", "video_id", "frame", "face", "x1", "y1", "x2", "y2", "prob", "box_source"]
+FACES_COLUMNS = ["key", "video_id", "frame", "face", "x1", "y1", "x2", "y2", "prob", "box_source",
+                 *LANDMARK_COLUMNS]
 
 
 @dataclass(frozen=True)
 class Face:
-    """One detected face: box in frame pixels (x1, y1, x2, y2) and its MTCNN probability."""
+    """One detected face: box in frame pixels (x1, y1, x2, y2), its MTCNN probability and its
+    five landmarks ``points`` (x0, y0, ..., x4, y4 in frame pixels; None: unknown)."""
 
     x1: float
     y1: float
     x2: float
     y2: float
     prob: float
+    points: Optional[tuple[float, ...]] = None
 
     @property
     def box(self) -> tuple[float, float, float, float]:
@@ -123,8 +132,10 @@ class Face:
         return max(0.0, self.x2 - self.x1) * max(0.0, self.y2 - self.y1)
 
     def scaled(self, sx: float, sy: float) -> "Face":
+        pts = None if self.points is None else tuple(
+            round(v * (sx if i % 2 == 0 else sy), 2) for i, v in enumerate(self.points))
         return Face(round(self.x1 * sx, 2), round(self.y1 * sy, 2), round(self.x2 * sx, 2),
-                    round(self.y2 * sy, 2), self.prob)
+                    round(self.y2 * sy, 2), self.prob, pts)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -283,14 +294,15 @@ class FaceCropper:
         sx, sy = w / dw, h / dh
         raw = self._mtcnn(small)
         out: list[list[Face]] = []
-        for boxes, probs in raw:
+        for boxes, probs, points in raw:
             faces = []
             if boxes is not None:
                 b = np.asarray(boxes, dtype=object).astype(float).reshape(-1, 4)
                 p = np.asarray(probs, dtype=object).astype(float).reshape(-1)
-                for (x1, y1, x2, y2), pr in zip(b, p):
+                lm = _frame_points(points, len(b), sx, sy)
+                for (x1, y1, x2, y2), pr, pts in zip(b, p, lm):
                     faces.append(Face(round(x1 * sx, 2), round(y1 * sy, 2), round(x2 * sx, 2),
-                                      round(y2 * sy, 2), float(pr)))
+                                      round(y2 * sy, 2), float(pr), pts))
             out.append(faces)
         return out
 
@@ -300,8 +312,8 @@ class FaceCropper:
         cuda = self.device.type == "cuda"
         try:
             with torch.no_grad(), deterministic_torch(warn_only=cuda):
-                boxes, probs = self.mtcnn.detect(small)
-            return list(zip(boxes, probs))
+                boxes, probs, points = self.mtcnn.detect(small, landmarks=True)
+            return list(zip(boxes, probs, points))
         except (RuntimeError, ValueError, IndexError) as e:
             oom = isinstance(e, torch.cuda.OutOfMemoryError)
             if (cuda and not oom and "CUDA" in str(e)) or (oom and len(small) == 1):
@@ -311,7 +323,7 @@ class FaceCropper:
             if len(small) == 1:
                 self.errors += 1
                 log.warning("crop_faces: MTCNN failed on a frame; counted as no face")
-                return [(None, None)]
+                return [(None, None, None)]
             return [r for i in range(len(small)) for r in self._mtcnn(small[i:i + 1])]
 
     def select(self, faces: list[Face]) -> list[Face]:
@@ -428,9 +440,28 @@ class _Group:
                     key = face_key(task.vid, fi, j)
                     res.entries.append((key, value))
                     res.rows.append([key, task.vid, fi, j, _fmt(face.x1, 2), _fmt(face.y1, 2),
-                                     _fmt(face.x2, 2), _fmt(face.y2, 2), _fmt(face.prob, 6), source])
+                                     _fmt(face.x2, 2), _fmt(face.y2, 2), _fmt(face.prob, 6), source,
+                                     *landmark_cells(face, self.cropper.params)])
             out.append(res)
         return out
+
+
+def _frame_points(points, n: int, sx: float, sy: float) -> list[Optional[tuple[float, ...]]]:
+    """MTCNN's landmarks of ``n`` faces, scaled from the detection image to frame pixels and
+    rounded to 0.01 px (None each when MTCNN returned none)."""
+    if points is None:
+        return [None] * n
+    pts = np.asarray(points, dtype=object).astype(float).reshape(n, 5, 2) * (sx, sy)
+    return [tuple(round(float(v), 2) for v in p.reshape(-1)) for p in pts]
+
+
+def landmark_cells(face: Face, fp: FacesParams) -> list[str]:
+    """faces.csv's landmark cells of one face: its five points in the crop's pixel coordinates
+    (0.01 px); the box template (:func:`fakeproof.landmarks.box_points`) when it has none."""
+    left, top, side = crop_box(face.box, fp.margin)
+    pts = (np.asarray(face.points, np.float64).reshape(5, 2) if face.points is not None
+           else box_points(face.box))
+    return [_fmt(v, 2) for v in to_crop(pts, left, top, side, fp.image_size).reshape(-1)]
 
 
 _END_OF_GROUP = -1
