@@ -217,7 +217,8 @@ def clamp01(img: np.ndarray) -> np.ndarray:
     """A contiguous float32 copy clipped to [0, 1]: every augmented crop ends in range by
     construction (a Gaussian blur's float sum, for one, can land at 1 + 1.2e-7, which the attacks'
     input check refuses)."""
-    return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0).astype(np.float32, copy=False)
+    return np.ascontiguousarray(np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0),
+                                dtype=np.float32)
 
 
 def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:

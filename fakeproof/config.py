@@ -32,6 +32,9 @@ CORRUPTION_NAMES = ("jpeg", "h264", "gaussian_noise", "salt_pepper", "gaussian_b
 AUGMENT_PRESETS = ("none", "light", "standard", "strong")
 CorruptionName = Literal[CORRUPTION_NAMES]
 AugmentPreset = Literal[AUGMENT_PRESETS]
+#: ``train.sbi``: Self-Blended Images (fakeproof/sbi.py) off, mixed in, or the only fakes.
+SBI_MODES = ("off", "mix", "only")
+SbiMode = Literal[SBI_MODES]
 
 
 class ParamsError(FakeproofError, ValueError):
@@ -144,6 +147,9 @@ class FramesParams:
     count: int = Num(8, 1, 10000, "frames spaced evenly per video (mode: count)")
     fps: float = Num(1.0, 0.001, 1000.0, "frames per second (mode: fps)")
     max_frames: int = Num(300, 1, 100000, "cap on frames per video in fps mode")
+    train_count: Optional[int] = Num(None, 1, 10000, "frames per video that training uses, evenly "
+                                     "spaced among the stored ones; null: every stored frame "
+                                     "(val and test always score every stored frame)")
     max_side: int = Num(1280, 64, 8192, "frames larger than this are downscaled before storing")
     jpeg_quality: int = Num(95, 1, 100)
     workers: int = Num(0, 0, 4096, "processes over videos; 0 = every core, 1 = this process only")
@@ -197,6 +203,9 @@ class TrainParams:
     loss: Literal["balanced_bce", "bce"] = "balanced_bce"
     patience: int = Num(5, 1, 10000, "epochs without val AUC gain before early stop")
     augment: AugmentPreset = "light"  # none | light | standard | strong (fakeproof/augment.py)
+    sbi: SbiMode = "off"  # off | mix | only: Self-Blended Images pseudo-fakes (fakeproof/sbi.py)
+    sbi_ratio: float = Num(1.0, 0.0, 16.0, "train.sbi: mix: pseudo-fakes per real training face "
+                                           "(added to the real fakes)")
     grad_accum: int = Num(1, 1, 4096, "micro-batches of train.batch_size per optimiser step: the "
                                       "update of an N times larger batch (up to BatchNorm statistics)")
     seed: int = Num(0, 0)
@@ -328,6 +337,8 @@ def _coerce(value: Any, tp: Any, key: str, meta: dict) -> Any:
         return _coerce(value, inner[0], key, meta)
     if origin is Literal:
         choices = typing.get_args(tp)
+        if value is False and "off" in choices:  # YAML 1.1 reads an unquoted off as false
+            value = "off"
         if value not in choices:
             raise ParamsError(f"{key} = {value!r}: not allowed; use {_type_name(tp)}")
         return value

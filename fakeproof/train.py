@@ -48,7 +48,7 @@ from fakeproof.runtime import Runtime
 from fakeproof.accumulate import accumulated_backward, micro_batches
 from fakeproof.boundary import Boundary, Deployed, class_recalls, fit_boundary
 from fakeproof.config import AdvParams, Params, TrainParams, as_dict
-from fakeproof.data import DataPaths, FaceDataset, collate_faces, make_loader
+from fakeproof.data import DataPaths, FaceDataset, collate_faces, make_loader, train_options
 from fakeproof.data import _worker_init as worker_init
 from fakeproof.errors import TrainingError
 from fakeproof.io import write_csv, write_json
@@ -292,9 +292,12 @@ def _boundary(model: nn.Module, val_ds: FaceDataset, batch_size: int, calibrate:
     return boundary, ok
 
 
-def _datasets(paths: DataPaths, seed: int, augment: bool) -> tuple[FaceDataset, FaceDataset]:
+def _datasets(paths: DataPaths, seed: int, augment: bool, options: Optional[dict] = None
+              ) -> tuple[FaceDataset, FaceDataset]:
+    """Train and val datasets; ``options``: the training-only ones (:func:`train_options`:
+    ``train.sbi``, ``frames.train_count``), which val never gets."""
     train = FaceDataset(paths.store, paths.faces_csv, paths.splits_csv, "train", augment=augment,
-                        seed=seed)
+                        seed=seed, **(options or {}))
     val = FaceDataset(paths.store, paths.faces_csv, paths.splits_csv, "val")
     if len(train) == 0 or len(val) == 0:
         raise TrainingError(f"{paths.splits_csv}: train ({len(train)} faces) and val ({len(val)} "
@@ -319,14 +322,14 @@ def run_pretrain(params: Params, paths: DataPaths, out_model: Path, out_metrics:
     tp = params.train
     rt = runtime.setup(tp, tp.seed)
     t0 = time.perf_counter()
-    train_ds, val_ds = _datasets(paths, tp.seed, tp.augment)
+    train_ds, val_ds = _datasets(paths, tp.seed, tp.augment, train_options(params))
     model = create_model(params.model.name, params.model.pretrained, params.model.input_size)
     if rt.main:
         log.info("pretrain: %s on %d train / %d val faces (fake share %.2f), %d epochs",
                  params.model.name, len(train_ds), len(val_ds), float(train_ds.labels.mean()),
                  tp.epochs)
     fp = resume_mod.fingerprint({"stage": "pretrain", "model": as_dict(params.model),
-                                 "train": as_dict(tp)},
+                                 "train": as_dict(tp), "data": train_options(params)},
                                 [paths.store, paths.faces_csv, paths.splits_csv])
     best, curve = _fit(model, train_ds, tp, rt, tp.epochs, tp.lr, tp.seed, _clean_loss(rt),
                        score=lambda m: _val_scores(m, val_ds, tp.batch_size, rt.device,
@@ -442,7 +445,7 @@ def run_adv_finetune(params: Params, paths: DataPaths, clean_model: Path, out_mo
     rt = runtime.setup(tp, ap.seed)
     t0 = time.perf_counter()
     model, clean_meta = load_checkpoint(clean_model)
-    train_ds, val_ds = _datasets(paths, ap.seed, tp.augment)
+    train_ds, val_ds = _datasets(paths, ap.seed, tp.augment, train_options(params))
     clean_auc = _clean_val_auc(model, clean_meta, val_ds, tp.batch_size)
     if rt.main:
         log.info("adv_finetune: %s at eps %.5f (%.2f/255), alpha %.5f, %d steps, clean share %.2f, "
@@ -450,7 +453,8 @@ def run_adv_finetune(params: Params, paths: DataPaths, clean_model: Path, out_mo
                  "val AUC floor 0.5 + %.2f x (%.4f - 0.5)", ap.method, ap.eps, ap.eps * 255,
                  train_alpha(ap), ap.steps, ap.clean_share, ap.beta, ap.warmup_epochs, ap.epochs,
                  len(train_ds), SELECTION_RULE, ap.select_auc_keep, clean_auc)
-    fp = resume_mod.fingerprint({"stage": "adv_finetune", "adv": as_dict(ap), "train": as_dict(tp)},
+    fp = resume_mod.fingerprint({"stage": "adv_finetune", "adv": as_dict(ap), "train": as_dict(tp),
+                                 "data": train_options(params)},
                                 [clean_model, paths.store, paths.faces_csv, paths.splits_csv])
     best, curve = _fit(model, train_ds, tp, rt, ap.epochs, ap.lr, ap.seed, _objective_loss(rt, ap),
                        score=lambda m: _adv_val_scores(m, val_ds, ap, tp.batch_size, rt.device,
