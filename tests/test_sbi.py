@@ -196,3 +196,20 @@ def test_every_preset_and_sbi_mode_runs_through_pretrain_and_adv_finetune(stage_
                             out / "f.csv", out / "tb")
     assert pre["epochs_run"] == 1 and fine["epochs_run"] == 1
     assert pre["train_faces"] == {"off": 12, "mix": 15, "only": 12}[sbi]
+
+
+def test_the_sbi_recipe_is_valid_params_and_trains_on_reals_only() -> None:
+    import yaml
+
+    from fakeproof.config import default_params, params_from_dict
+
+    def merge(base: dict, over: dict) -> dict:
+        return {k: merge(base[k], over[k]) if isinstance(over.get(k), dict) else over.get(k, base[k])
+                for k in base}
+
+    root = Path(__file__).resolve().parents[1]
+    over = yaml.safe_load((root / "recipes" / "sbi_ffpp_effb4.yaml").read_text())
+    p = params_from_dict(merge(default_params(), over), "recipe")
+    assert (p.train.sbi, p.model.name, p.model.input_size, p.faces.image_size) == (
+        "only", "efficientnet_b4", 380, 380)
+    assert (p.frames.count, p.frames.train_count, p.train.epochs) == (32, 8, 100)
