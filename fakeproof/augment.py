@@ -34,7 +34,8 @@ torch's intra-op threads on one small image cost far more than they gain when th
 (measured on 2 busy cores, ``standard`` at 128 px: 6.7 ms per crop on one thread, 66 ms on two;
 see also ``benchmarks/bench_loader.py``), and because antialiased resizing splits its work by
 thread count and rounds differently on two threads: one thread keeps an item's augmentation the
-same in the main process and in a worker. Images are float32 (3, H, W) in [0, 1] in and out.
+same in the main process and in a worker. Images are float32 (3, H, W) in [0, 1] in and out:
+:func:`augment_image` clips its result to [0, 1] (:func:`clamp01`), whatever its ops round to.
 """
 
 from __future__ import annotations
@@ -209,7 +210,15 @@ def augment_image(img: np.ndarray, preset: str, rng: np.random.Generator) -> np.
     with one_thread():
         for step in PRESETS[preset]:
             img = apply_step(img, step, rng)
-    return np.ascontiguousarray(img, dtype=np.float32)
+    return clamp01(img)
+
+
+def clamp01(img: np.ndarray) -> np.ndarray:
+    """A contiguous float32 copy clipped to [0, 1]: every augmented crop ends in range by
+    construction (a Gaussian blur's float sum, for one, can land at 1 + 1.2e-7, which the attacks'
+    input check refuses)."""
+    return np.ascontiguousarray(np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0),
+                                dtype=np.float32)
 
 
 def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -217,8 +226,8 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch), int(index)])
 
 
-__all__ = ["AugmentError", "OPS", "PRESETS", "Step", "apply_step", "augment_image", "item_rng",
-           "one_thread", "resolve_preset"]
+__all__ = ["AugmentError", "OPS", "PRESETS", "Step", "apply_step", "augment_image", "clamp01",
+           "item_rng", "one_thread", "resolve_preset"]
 
 if tuple(PRESETS) != tuple(AUGMENT_PRESETS):
     raise ImportError("fakeproof.augment: PRESETS must list exactly fakeproof.config.AUGMENT_PRESETS")

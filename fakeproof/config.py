@@ -34,6 +34,9 @@ CORRUPTION_NAMES = ("jpeg", "h264", "gaussian_noise", "salt_pepper", "gaussian_b
 AUGMENT_PRESETS = ("none", "light", "standard", "strong")
 CorruptionName = Literal[CORRUPTION_NAMES]
 AugmentPreset = Literal[AUGMENT_PRESETS]
+#: ``train.sbi``: Self-Blended Images (fakeproof/sbi.py) off, mixed in, or the only fakes.
+SBI_MODES = ("off", "mix", "only")
+SbiMode = Literal[SBI_MODES]
 
 
 class ParamsError(FakeproofError, ValueError):
@@ -153,6 +156,8 @@ class FramesParams:
     count: int = Num(8, 1, 10000, "frames spaced evenly per video (mode: count)")
     fps: float = Num(1.0, 0.001, 1000.0, "frames per second (mode: fps)")
     max_frames: int = Num(300, 1, 100000, "cap on frames per video in fps mode")
+    train_count: Optional[int] = Num(None, 1, 10000, "frames per video training uses, evenly "
+                                     "spaced among the stored ones; null: all (val, test: all)")
     max_side: int = Num(1280, 64, 8192, "frames larger than this are downscaled before storing")
     jpeg_quality: int = Num(95, 1, 100)
     workers: int = Num(0, 0, 4096, "processes over videos; 0 = every core, 1 = this process only")
@@ -206,6 +211,8 @@ class TrainParams:
     loss: Literal["balanced_bce", "bce"] = "balanced_bce"
     patience: int = Num(5, 1, 10000, "epochs without val AUC gain before early stop")
     augment: AugmentPreset = "light"  # none | light | standard | strong (fakeproof/augment.py)
+    sbi: SbiMode = "off"  # off | mix | only: Self-Blended Images pseudo-fakes (fakeproof/sbi.py)
+    sbi_ratio: float = Num(1.0, 0.0, 16.0, "train.sbi mix: pseudo-fakes per real training face")
     grad_accum: int = Num(1, 1, 4096, "micro-batches of train.batch_size per optimiser step: the "
                                       "update of an N times larger batch (up to BatchNorm statistics)")
     seed: int = Num(0, 0)
@@ -221,15 +228,13 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class AdvParams:
-    eps: float = Eps("2/255", doc="training perturbation budget (L-inf, pixel units); the demo's "
-                                 "largest that works (README: 4/255 stays below chance on val)")
-    alpha: Optional[float] = Eps(None, doc="attack step size while training; null: the paper's "
-                                           "(2.5 * eps / steps for pgd, trades, mart (Madry et al. "
-                                           "2018); 1.25 * eps for fgsm_rs (Wong et al. 2020))")
+    eps: float = Eps("2/255", doc="training budget (L-inf, pixels); README: why 2/255 on the demo")
+    alpha: Optional[float] = Eps(None, doc="attack step while training; null: the paper's (2.5 * "
+                                 "eps / steps: pgd, trades, mart, Madry et al. 2018; 1.25 * eps: "
+                                 "fgsm_rs, Wong et al. 2020)")
     steps: int = Num(5, 1, 1000)
     random_start: bool = True
-    clean_share: float = Num(0.0, 0.0, 1.0, "share of clean images in each batch (pgd, fgsm_rs); "
-                                            "0: every example adversarial (Madry et al. 2018)")
+    clean_share: float = Num(0.0, 0.0, 1.0, "share of each batch left clean (pgd, fgsm_rs); 0: Madry")
     method: Literal["pgd", "fgsm_rs", "trades", "mart"] = "pgd"  # fakeproof/objectives
     beta: float = Num(6.0, 0.0, 1000.0, "weight of the KL term of trades and mart (papers: 6)")
     warmup_epochs: int = Num(2, 0, 10000, "epochs over which eps ramps linearly from 0")
@@ -239,17 +244,14 @@ class AdvParams:
     select_steps: int = Num(10, 1, 10000, "PGD steps of the val attack that selects the robust "
                                           "checkpoint; must exceed adv.steps")
     select_seed: int = Num(1, 0, doc="seed of that val attack (never the training attack's)")
-    val_eps: list[float] = field(
-        default_factory=lambda: ["1/255", "2/255", "4/255", "8/255"],
-        metadata={"fraction": True, "hi": 1.0,
-                  "doc": "val-side eps sweep of the chosen model: choose adv.eps on this, not test"})
-    select_videos: Optional[int] = Num(None, 0, 10000000, "whole val videos (stratified by "
-                                                          "class and method) the selection attack "
-                                                          "and the val sweep use; null or 0: every "
-                                                          "val video")
+    val_eps: list[float] = field(default_factory=lambda: ["1/255", "2/255", "4/255", "8/255"], metadata={
+        "fraction": True, "hi": 1.0, "doc": "val-side eps sweep of the chosen model: pick adv.eps on it"})
+    select_videos: Optional[int] = Num(None, 0, 10000000, "whole val videos (stratified by class "
+                                       "and method) the selection attack and val sweep use; null or "
+                                       "0: every val video")
     select_auc_keep: float = Num(0.8, 0.0, 1.0, "an epoch is selectable only if its val AUC keeps "
-                                                "this share of the clean model's AUC above "
-                                                "chance: AUC - 0.5 >= keep * (clean AUC - 0.5)")
+                                 "this share of the clean AUC above chance: AUC - 0.5 >= keep * "
+                                 "(clean AUC - 0.5)")
 
 
 @dataclass(frozen=True)
@@ -261,15 +263,13 @@ class EvalParams:
     attacks: list[str] = Opt(lambda: ["fgsm", "pgd", "apgd", "square"])
     headline_eps: float = Eps("2/255", doc="eps of the headline metrics and the PGD ROC curve")
     pgd_steps: Optional[int] = Num(None, 1, 100000, "null: from eval.preset")
-    pgd_alpha: Optional[float] = Eps(None, doc="PGD step; null = 2.5 * eps / pgd_steps per eps "
-                                          "(Madry et al. 2018), so every eps of the sweep is reachable")
+    pgd_alpha: Optional[float] = Eps(None, doc="PGD step; null: 2.5 * eps / pgd_steps (Madry et al.)")
     pgd_restarts: Optional[int] = Num(None, 1, 1000, "null: from eval.preset")
     apgd_steps: Optional[int] = Num(None, 1, 100000, "null: from eval.preset")
     apgd_restarts: Optional[int] = Num(None, 1, 1000, "null: from eval.preset")
     square_queries: Optional[int] = Num(None, 1, 10000000, "null: from eval.preset")
     attack_videos: Optional[int] = Num(None, 0, 10000000, "whole test videos attacked, stratified "
-                                                          "by class and method; null: from "
-                                                          "eval.preset; 0: every test video")
+                                       "by class and method; null: eval.preset's; 0: all")
     bootstrap: int = Num(1000, 10, 1000000, "bootstrap draws (videos resampled) per interval")
     batch_size: int = Num(64, 1, 4096)
     video_agg: Literal["mean", "max", "confident"] = "mean"
@@ -281,8 +281,7 @@ class EvalParams:
     corruption_severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5], metadata={
         "lo": 1, "hi": 5, "doc": "severities 1-5 of every corruption (levels in fakeproof/corruptions)"})
     calibrate: bool = True  # training fits Platt scaling on val (false: a = 1, b = 0)
-    min_videos: int = Num(5, 2, 1000000, "videos per class below which an interval is reported "
-                                         "as not estimable (never as zero width)")
+    min_videos: int = Num(5, 2, 1000000, "per class: fewer videos, and an interval is not estimable")
 
 
 @dataclass(frozen=True)
@@ -337,6 +336,8 @@ def _coerce(value: Any, tp: Any, key: str, meta: dict) -> Any:
         return _coerce(value, inner[0], key, meta)
     if origin is Literal:
         choices = typing.get_args(tp)
+        if value is False and "off" in choices:  # YAML 1.1 reads an unquoted off as false
+            value = "off"
         if value not in choices:
             raise ParamsError(f"{key} = {value!r}: not allowed; use {_type_name(tp)}")
         return value

@@ -13,6 +13,23 @@ way whatever the worker count or order, and no global RNG is touched. Only train
 augmented: a val or test dataset asked for a preset is refused. Call
 :meth:`FaceDataset.set_epoch` before each epoch (DataLoader workers receive a fresh copy of the
 dataset every epoch unless ``persistent_workers``, which :func:`make_loader` leaves off).
+
+Training-only options (a val or test dataset asked for one is refused, like augmentation):
+
+- ``frames_per_video`` (``frames.train_count``): keep that many frames per video, evenly spaced
+  among the stored ones (every face of a kept frame); None keeps every stored frame.
+- ``sbi`` (``train.sbi``, :mod:`fakeproof.sbi`; Shiohara & Yamasaki, CVPR 2022): ``mix`` appends
+  ``round(sbi_ratio * reals)`` pseudo-fake items, each made on the fly from a real face (spread
+  evenly over the reals) with the label 1 and the method :data:`fakeproof.sbi.PSEUDO_METHOD`;
+  ``only`` drops every fake face first and appends one pseudo-fake per real face, so each real
+  face yields a real and a pseudo-fake sample and no real fake is ever served. The pseudo-fake
+  of item ``i`` in epoch ``e`` is drawn from ``sbi_rng(seed, e, i)``: the same under any worker
+  count, DDP rank split, resume or ``train.grad_accum`` (all of which only choose which items a
+  batch holds). With ``sbi`` on, every training crop also gets the paper's augmentation
+  (:func:`fakeproof.sbi.sbi_augment`) before ``augment``. Masks come from the landmark columns of
+  faces.csv (:data:`fakeproof.landmarks.LANDMARK_COLUMNS`); rows without them get the box template
+  of :func:`fakeproof.landmarks.box_points`, the box placed in the crop by ``margin``
+  (``faces.margin``).
 """
 
 from __future__ import annotations
@@ -29,9 +46,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fakeproof.augment import augment_image, item_rng, resolve_preset
+from fakeproof.config import SBI_MODES
 from fakeproof.errors import FakeproofError
 from fakeproof.io import read_stage_csv
 from fakeproof.splits import EVAL_SPLITS, SPLIT_COLUMNS
+from fakeproof.landmarks import LANDMARK_COLUMNS, box_in_crop, box_points
+from fakeproof.sbi import PSEUDO_METHOD, sbi_augment, sbi_rng, self_blend
 from fakeproof.store import FaceStore
 
 log = logging.getLogger(__name__)
@@ -71,11 +91,15 @@ class FaceDataset(Dataset):
     """Face crops of one split (or all splits with ``split=None``)."""
 
     def __init__(self, store_path: str | Path, faces_csv: str | Path, splits_csv: str | Path,
-                 split: Optional[str], augment: Union[bool, str] = False, seed: int = 0) -> None:
+                 split: Optional[str], augment: Union[bool, str] = False, seed: int = 0,
+                 sbi: str = "off", sbi_ratio: float = 1.0, frames_per_video: Optional[int] = None,
+                 margin: float = 0.3333) -> None:
         self.augment = resolve_preset(augment)  # the preset's name ("none": no augmentation)
         if split in EVAL_SPLITS and self.augment != "none":  # val and test: never augmented
             raise DataError(f"augment = {augment!r} for the {split} split: only training crops are "
                             "augmented; build val and test datasets without augment")
+        _check_train_options(split, sbi, frames_per_video)
+        self.sbi, self.margin = sbi, float(margin)
         self.store = FaceStore(store_path)
         faces = _read_csv(Path(faces_csv), FACES_CSV_READ, "crop_faces")
         splits = _read_csv(Path(splits_csv), SPLITS_CSV_READ, "split")
@@ -94,7 +118,12 @@ class FaceDataset(Dataset):
         df["label"] = df["label"].astype(int)
         if not df["label"].isin([0, 1]).all():
             raise DataError(f"{splits_csv}: label must be 0 (real) or 1 (fake)")
-        self.frames: pd.DataFrame = df.sort_values("key", kind="stable").reset_index(drop=True)
+        df = df.sort_values("key", kind="stable").reset_index(drop=True)
+        if frames_per_video is not None:
+            df = every_nth_frame(df, frames_per_video)
+        self.frames: pd.DataFrame = with_pseudo_fakes(df, sbi, sbi_ratio)
+        self._pseudo: np.ndarray = (self.frames["method"] == PSEUDO_METHOD).to_numpy() & (sbi != "off")
+        self._points: np.ndarray = _landmarks(self.frames)
         self.labels: np.ndarray = self.frames["label"].to_numpy(dtype=np.int64)
         self._keys: list[str] = self.frames["key"].tolist()
         self.split = split
@@ -124,9 +153,76 @@ class FaceDataset(Dataset):
         # workers beside training), measured 10-20x slower (see benchmarks/bench_loader.py).
         img = self.store.get_tensor(self._keys[index]).numpy().astype(np.float32)
         img *= np.float32(1.0 / 255.0)
+        if self.sbi != "off":
+            img = self._sbi_item(img, index)
         if self.augment != "none":
             img = augment_image(img, self.augment, item_rng(self.seed, self.epoch, index))
         return torch.from_numpy(img), torch.tensor(float(self.labels[index]), dtype=torch.float32), index
+
+
+    def _sbi_item(self, img: np.ndarray, index: int) -> np.ndarray:
+        """A pseudo-fake item blended from its real face, then (every item) the paper's
+        augmentation, from the item's SBI generator (see the module docstring)."""
+        rng = sbi_rng(self.seed, self.epoch, index)
+        if self._pseudo[index]:
+            pts = self._points[index]
+            if not np.isfinite(pts).all():  # no landmarks in faces.csv: the box template
+                row, size = self.frames.iloc[index], img.shape[-1]
+                box = (box_in_crop((row["x1"], row["y1"], row["x2"], row["y2"]), self.margin, size)
+                       if "x1" in row else (0.0, 0.0, size, size))
+                pts = box_points(box)
+            img = self_blend(img, pts, rng).image
+        return sbi_augment(img, rng)
+
+
+def _check_train_options(split: Optional[str], sbi: str, frames_per_video: Optional[int]) -> None:
+    if sbi not in SBI_MODES:
+        raise DataError(f"sbi = {sbi!r}: unknown mode; use one of {', '.join(SBI_MODES)}")
+    if split in EVAL_SPLITS and (sbi != "off" or frames_per_video is not None):
+        raise DataError(f"sbi = {sbi!r}, frames_per_video = {frames_per_video!r} for the {split} "
+                        "split: training options; val and test score every stored face as it is")
+
+
+def every_nth_frame(df: pd.DataFrame, count: int) -> pd.DataFrame:
+    """The faces of ``count`` frames per video, evenly spaced over the video's stored frames
+    (first and last included; every frame when it has ``count`` or fewer)."""
+    keep = []
+    for _, frames in df.groupby("video_id", sort=False)["frame"]:
+        stored = np.unique(frames.to_numpy())
+        pick = stored[np.unique(np.round(np.linspace(0, len(stored) - 1, count)).astype(int))]
+        keep.append(frames.index[frames.isin(pick)])
+    idx = np.sort(np.concatenate(keep)) if keep else np.array([], dtype=int)
+    return df.loc[idx].reset_index(drop=True)
+
+
+def with_pseudo_fakes(df: pd.DataFrame, sbi: str, ratio: float) -> pd.DataFrame:
+    """``df`` with its pseudo-fake rows appended (``train.sbi``; see the module docstring):
+    copies of real rows with label 1 and method :data:`fakeproof.sbi.PSEUDO_METHOD`."""
+    if sbi == "off":
+        return df
+    if sbi == "only":
+        df = df[df["label"] == 0].reset_index(drop=True)
+    reals = np.flatnonzero(df["label"].to_numpy() == 0)
+    m = len(reals) if sbi == "only" else int(round(ratio * len(reals)))
+    src = reals[(np.arange(m) * len(reals)) // max(m, 1)] if len(reals) else reals[:0]
+    pseudo = df.iloc[src].copy()
+    pseudo["label"], pseudo["method"] = 1, PSEUDO_METHOD
+    return pd.concat([df, pseudo], ignore_index=True)
+
+
+def _landmarks(df: pd.DataFrame) -> np.ndarray:
+    """(N, 5, 2) landmarks of every row in crop pixels; NaN where faces.csv has none."""
+    if not all(c in df.columns for c in LANDMARK_COLUMNS):
+        return np.full((len(df), 5, 2), np.nan)
+    cols = df[list(LANDMARK_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+    return cols.to_numpy(dtype=np.float64).reshape(-1, 5, 2)
+
+
+def train_options(params) -> dict:
+    """The training dataset's options from params (``train.sbi``, ``train.sbi_ratio``,
+    ``frames.train_count``, ``faces.margin``), as :class:`FaceDataset` keywords."""
+    return {"sbi": params.train.sbi, "sbi_ratio": params.train.sbi_ratio,
+            "frames_per_video": params.frames.train_count, "margin": params.faces.margin}
 
 
 def collate_faces(batch: list[tuple[torch.Tensor, torch.Tensor, int]]

@@ -41,7 +41,7 @@ from fakeproof import resume as resume_mod
 from fakeproof import runtime
 from fakeproof.boundary import Boundary, Deployed, class_recalls, fit_boundary
 from fakeproof.config import AdvParams, Params, TrainParams, as_dict
-from fakeproof.data import DataPaths, FaceDataset, make_loader
+from fakeproof.data import DataPaths, FaceDataset, make_loader, train_options
 from fakeproof.errors import TrainingError
 from fakeproof.fit import StepLoss, fit, weighted_bce
 from fakeproof.io import write_csv, write_json
@@ -85,9 +85,12 @@ def _boundary(model: nn.Module, val_ds: FaceDataset, batch_size: int, calibrate:
     return boundary, ok
 
 
-def _datasets(paths: DataPaths, seed: int, augment: bool) -> tuple[FaceDataset, FaceDataset]:
+def _datasets(paths: DataPaths, seed: int, augment: bool, options: Optional[dict] = None
+              ) -> tuple[FaceDataset, FaceDataset]:
+    """Train and val datasets; ``options``: the training-only ones (:func:`train_options`:
+    ``train.sbi``, ``frames.train_count``), which val never gets."""
     train = FaceDataset(paths.store, paths.faces_csv, paths.splits_csv, "train", augment=augment,
-                        seed=seed)
+                        seed=seed, **(options or {}))
     val = FaceDataset(paths.store, paths.faces_csv, paths.splits_csv, "val")
     if len(train) == 0 or len(val) == 0:
         raise TrainingError(f"{paths.splits_csv}: train ({len(train)} faces) and val ({len(val)} "
@@ -99,15 +102,16 @@ def _datasets(paths: DataPaths, seed: int, augment: bool) -> tuple[FaceDataset, 
     return train, val
 
 
-def _start(tp: TrainParams, seed: int, paths: DataPaths, clean_model: Optional[Path] = None
+def _start(tp: TrainParams, seed: int, paths: DataPaths, clean_model: Optional[Path] = None,
+           options: Optional[dict] = None
            ) -> tuple[runtime.Runtime, float, FaceDataset, FaceDataset, Optional[tuple]]:
     """What both training stages begin with: the runtime (:func:`fakeproof.runtime.setup`), the
     start time, the checkpoint to start from (``clean_model``; loaded first, so that its absence
-    is the error named), and the train and val datasets."""
+    is the error named), and the train and val datasets (``options``: :func:`_datasets`)."""
     rt = runtime.setup(tp, seed)
     t0 = time.perf_counter()
     loaded = load_checkpoint(clean_model) if clean_model is not None else None
-    train_ds, val_ds = _datasets(paths, seed, tp.augment)
+    train_ds, val_ds = _datasets(paths, seed, tp.augment, options)
     return rt, t0, train_ds, val_ds, loaded
 
 
@@ -134,14 +138,14 @@ def run_pretrain(params: Params, paths: DataPaths, out_model: Path, out_metrics:
                  out_curve: Path, tb_dir: Path, resume: Optional[Path] = None) -> dict:
     """The pretrain stage: clean training from scratch (or ImageNet weights) with val selection."""
     tp = params.train
-    rt, t0, train_ds, val_ds, _ = _start(tp, tp.seed, paths)
+    rt, t0, train_ds, val_ds, _ = _start(tp, tp.seed, paths, options=train_options(params))
     model = create_model(params.model.name, params.model.pretrained, params.model.input_size)
     if rt.main:
         log.info("pretrain: %s on %d train / %d val faces (fake share %.2f), %d epochs",
                  params.model.name, len(train_ds), len(val_ds), float(train_ds.labels.mean()),
                  tp.epochs)
     fp = resume_mod.fingerprint({"stage": "pretrain", "model": as_dict(params.model),
-                                 "train": as_dict(tp)},
+                                 "train": as_dict(tp), "data": train_options(params)},
                                 [paths.store, paths.faces_csv, paths.splits_csv])
     best, curve = fit(model, train_ds, tp, rt, tp.epochs, tp.lr, tp.seed, _clean_loss(rt),
                        score=lambda m: _val_scores(m, val_ds, tp.batch_size, rt.device,
@@ -251,7 +255,8 @@ def run_adv_finetune(params: Params, paths: DataPaths, clean_model: Path, out_mo
     """The adv_finetune stage: adversarial fine-tuning of ``models/clean.pt`` (``adv.method``),
     the checkpoint chosen by the rule of :mod:`fakeproof.selection`."""
     tp, ap = params.train, params.adv
-    rt, t0, train_ds, val_ds, (model, clean_meta) = _start(tp, ap.seed, paths, clean_model)
+    rt, t0, train_ds, val_ds, (model, clean_meta) = _start(tp, ap.seed, paths, clean_model,
+                                                           train_options(params))
     clean_auc = _clean_val_auc(model, val_ds, tp.batch_size)
     if rt.main:
         log.info("adv_finetune: %s at eps %.5f (%.2f/255), alpha %.5f, %d steps, clean share %.2f, "
@@ -259,7 +264,8 @@ def run_adv_finetune(params: Params, paths: DataPaths, clean_model: Path, out_mo
                  "val AUC floor 0.5 + %.2f x (%.4f - 0.5)", ap.method, ap.eps, ap.eps * 255,
                  train_alpha(ap), ap.steps, ap.clean_share, ap.beta, ap.warmup_epochs, ap.epochs,
                  len(train_ds), SELECTION_RULE, ap.select_auc_keep, clean_auc)
-    fp = resume_mod.fingerprint({"stage": "adv_finetune", "adv": as_dict(ap), "train": as_dict(tp)},
+    fp = resume_mod.fingerprint({"stage": "adv_finetune", "adv": as_dict(ap), "train": as_dict(tp),
+                                 "data": train_options(params)},
                                 [clean_model, paths.store, paths.faces_csv, paths.splits_csv])
     best, curve = fit(model, train_ds, tp, rt, ap.epochs, ap.lr, ap.seed, _objective_loss(rt, ap),
                        score=lambda m: _adv_val_scores(m, val_ds, ap, tp.batch_size, rt.device,

@@ -78,6 +78,21 @@ def test_fake_reuses_the_original_boxes(stage) -> None:
     assert stage["stats"]["frames_reused"] == COUNT
 
 
+def test_landmarks_are_stored_in_crop_pixels_beside_each_box(stage) -> None:
+    from fakeproof.landmarks import LANDMARK_COLUMNS
+
+    faces = stage["faces"].set_index(["video_id", "frame"])
+    size = stage["params"].faces.image_size
+    pts = faces[list(LANDMARK_COLUMNS)].to_numpy(float).reshape(-1, 5, 2)
+    assert np.isfinite(pts).all() and (pts > 0).all() and (pts < size).all()
+    # left eye left of the right eye, both eyes above the nose, the nose above the mouth corners
+    assert (pts[:, 0, 0] < pts[:, 1, 0]).all()
+    assert (pts[:, :2, 1].max(1) < pts[:, 2, 1]).all() and (pts[:, 2, 1] < pts[:, 3:, 1].min(1)).all()
+    # a face cropped with its original's boxes carries the original's landmarks (same frame size)
+    fake, real = faces.loc["fake"], faces.loc["real"]
+    assert fake[list(LANDMARK_COLUMNS)].equals(real.loc[fake.index, list(LANDMARK_COLUMNS)])
+
+
 def test_without_reuse_the_fake_is_detected_itself(stage, tmp_path) -> None:
     d = stage["dir"]
     params = make_params(frames={"count": COUNT},

@@ -493,6 +493,14 @@ def test_csv_source(csv_file):
     assert_no_group_leak(df.reset_index(drop=True))
 
 
+def test_csv_source_ignores_description_columns(csv_file):
+    csv_file.write_text("path,label,group,what\nvids/a.mp4,0,g1,a talking head\n"
+                        "vids/b.mp4,1,g1,its face swap\n")
+    df, _ = table(DataParams(source="csv", root=str(csv_file)))
+    assert df["label"].to_dict() == {"csv_vids-a": 0, "csv_vids-b": 1}
+    assert set(df["group"]) == {"csv_g1"}
+
+
 @pytest.mark.parametrize("text, match", [
     ("file,label\nvids/a.mp4,0\n", r"list.csv:1: header"),
     ("path,label\nvids/a.mp4,0\nvids/b.mp4,maybe\n", r"list.csv:3: label 'maybe'"),

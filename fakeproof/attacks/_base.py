@@ -58,7 +58,7 @@ def check_inputs(images: Tensor, labels: Tensor, eps: float, norm: str = "linf"
         raise AttackError(f"images: expected a float tensor (N, C, H, W) in [0, 1], got {shape}")
     lo, hi = (float(images.min()), float(images.max())) if images.numel() else (0.0, 1.0)
     if not (lo >= 0.0 and hi <= 1.0):
-        raise AttackError(f"images: values must lie in [0, 1] (got min {lo:g}, max {hi:g}); "
+        raise AttackError(f"images: values must lie in [0, 1] (got min {lo!r}, max {hi!r}); "
                           "attacks work in pixel space, so normalise inside the model")
     if not isinstance(labels, Tensor):
         labels = torch.as_tensor(labels)

@@ -22,24 +22,9 @@ from typing import Iterator, Literal
 import numpy as np
 
 from fakeproof.demo.imaging import apply_affine
+# the template, the outlines and the similarity live in fakeproof.landmarks (SBI training uses them)
+from fakeproof.landmarks import FULL_FACE_112, INNER_FACE_112, TEMPLATE_112, umeyama  # noqa: F401
 from fakeproof.errors import FakeproofError
-
-#: ArcFace's 5-point template in a 112x112 aligned crop (insightface ``arcface_dst``).
-TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                         [41.5493, 92.3655], [70.7299, 92.2041]])
-
-#: The whole face from hairline to chin and ear to ear (the hull SBI blends; Shiohara &
-#: Yamasaki use the 81-point hull with the forehead).
-FULL_FACE_112 = np.array([
-    [16, 50], [17, 66], [20, 81], [25, 95], [33, 106], [44, 114], [56, 117], [68, 114], [79, 106],
-    [87, 95], [92, 81], [95, 66], [96, 50], [94, 36], [87, 22], [74, 13], [56, 10], [38, 13],
-    [25, 22], [18, 36]], np.float64)
-
-#: The inner face from the brows to the chin (the 68-point hull that graphics face swaps paste).
-INNER_FACE_112 = np.array([
-    [20, 48], [21, 64], [24, 78], [29, 91], [36, 101], [46, 108], [56, 110], [66, 108], [76, 101],
-    [83, 91], [88, 78], [91, 64], [92, 48], [86, 36], [72, 31], [56, 32], [40, 31], [26, 36]],
-    np.float64)
 
 
 class FaceNotFoundError(FakeproofError, RuntimeError):
@@ -114,27 +99,6 @@ def detect_face(image: np.ndarray, where: str = "image", min_face_size: int = 20
         raise FaceNotFoundError(f"{where}: MTCNN found no face; use a photo with a visible frontal "
                                 "face")
     return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-
-
-def umeyama(src: np.ndarray, dst: np.ndarray, scale: bool = True) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation) mapping ``src`` to ``dst``.
-
-    Returns the 2x3 matrix; Umeyama, TPAMI 1991, with the reflection guard.
-    """
-    src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s_c, d_c = src - mu_s, dst - mu_d
-    cov = d_c.T @ s_c / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[-1] = -1
-    r = u @ np.diag(d) @ vt
-    var_s = (s_c ** 2).sum() / len(src)
-    c = float((sig * d).sum() / var_s) if scale else 1.0
-    t = mu_d - c * r @ mu_s
-    return np.hstack([c * r, t[:, None]])
 
 
 def template_to_image(points: np.ndarray) -> np.ndarray:

@@ -17,7 +17,12 @@ frame pixels, as the DFDC winner does (selimsef/dfdc_deepfake_challenge). Parame
   every face, numbered 0, 1, ... by decreasing area (ties: higher probability, then left, top).
 
 Boxes are rounded to 0.01 px and the crops are cut from the rounded boxes, so ``faces.csv`` holds
-exactly the geometry used.
+exactly the geometry used. Beside each box, ``faces.csv`` holds MTCNN's five landmarks in the
+**crop's** pixel coordinates (columns :data:`fakeproof.landmarks.LANDMARK_COLUMNS`, 0.01 px; the
+blend masks of ``train.sbi`` are built from them). A face cropped with its original's boxes (box
+reuse, below) carries the original's landmarks with them; a face with none (never from MTCNN) is
+written with the box template of :func:`fakeproof.landmarks.box_points`. Landmarks are written to
+the CSV only: the crops, and so the LMDB store, are the same bytes as without them.
 
 Crop policy (:func:`crop_box`). For a box ``(x1, y1, x2, y2)`` with longer side
 ``s = max(x2 - x1, y2 - y1)`` and centre ``(cx, cy)``, the crop is the square of side

@@ -12,9 +12,10 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from fakeproof.config import FacesParams
-from fakeproof.faces.geometry import Face
+from fakeproof.faces.geometry import Face, crop_box
 from fakeproof.faces.mtcnn import FaceCropper
 from fakeproof.frames import iter_frame_batches
+from fakeproof.landmarks import box_points, to_crop
 from fakeproof.parallel import prefetch
 from fakeproof.store import encode_image, face_key
 
@@ -23,6 +24,15 @@ log = logging.getLogger("fakeproof.faces")
 
 def _fmt(v: float, nd: int) -> str:
     return f"{v:.{nd}f}"
+
+
+def landmark_cells(face: Face, fp: FacesParams) -> list[str]:
+    """faces.csv's landmark cells of one face: its five points in the crop's pixel coordinates
+    (0.01 px); the box template (:func:`fakeproof.landmarks.box_points`) when it has none."""
+    left, top, side = crop_box(face.box, fp.margin)
+    pts = (np.asarray(face.points, np.float64).reshape(5, 2) if face.points is not None
+           else box_points(face.box))
+    return [_fmt(v, 2) for v in to_crop(pts, left, top, side, fp.image_size).reshape(-1)]
 
 
 Boxes = dict[int, list[Face]]  # frame index -> faces (frames with at least one face)
@@ -116,7 +126,8 @@ class _Group:
                     key = face_key(task.vid, fi, j)
                     res.entries.append((key, value))
                     res.rows.append([key, task.vid, fi, j, _fmt(face.x1, 2), _fmt(face.y1, 2),
-                                     _fmt(face.x2, 2), _fmt(face.y2, 2), _fmt(face.prob, 6), source])
+                                     _fmt(face.x2, 2), _fmt(face.y2, 2), _fmt(face.prob, 6), source,
+                                     *landmark_cells(face, self.cropper.params)])
             out.append(res)
         return out
 

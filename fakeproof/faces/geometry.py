@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -13,13 +13,15 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class Face:
-    """One detected face: box in frame pixels (x1, y1, x2, y2) and its MTCNN probability."""
+    """One detected face: box in frame pixels (x1, y1, x2, y2), its MTCNN probability and its
+    five landmarks ``points`` (x0, y0, ..., x4, y4 in frame pixels; None: unknown)."""
 
     x1: float
     y1: float
     x2: float
     y2: float
     prob: float
+    points: Optional[tuple[float, ...]] = None
 
     @property
     def box(self) -> tuple[float, float, float, float]:
@@ -30,8 +32,10 @@ class Face:
         return max(0.0, self.x2 - self.x1) * max(0.0, self.y2 - self.y1)
 
     def scaled(self, sx: float, sy: float) -> "Face":
+        pts = None if self.points is None else tuple(
+            round(v * (sx if i % 2 == 0 else sy), 2) for i, v in enumerate(self.points))
         return Face(round(self.x1 * sx, 2), round(self.y1 * sy, 2), round(self.x2 * sx, 2),
-                    round(self.y2 * sy, 2), self.prob)
+                    round(self.y2 * sy, 2), self.prob, pts)
 
 
 def crop_box(box: Sequence[float], margin: float) -> tuple[int, int, int]:

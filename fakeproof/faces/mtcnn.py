@@ -94,6 +94,15 @@ class PadBatch(torch.nn.Module):
         return tuple(o[:n] for o in self.net(x))
 
 
+def frame_points(points, n: int, sx: float, sy: float) -> list[Optional[tuple[float, ...]]]:
+    """MTCNN's landmarks of ``n`` faces, scaled from the detection image to frame pixels and
+    rounded to 0.01 px (None each when MTCNN returned none)."""
+    if points is None:
+        return [None] * n
+    pts = np.asarray(points, dtype=object).astype(float).reshape(n, 5, 2) * (sx, sy)
+    return [tuple(round(float(v), 2) for v in p.reshape(-1)) for p in pts]
+
+
 class FaceCropper:
     """MTCNN detection plus the crop policy, configured by ``params.faces``.
 
@@ -131,14 +140,15 @@ class FaceCropper:
         sx, sy = w / dw, h / dh
         raw = self._mtcnn(small)
         out: list[list[Face]] = []
-        for boxes, probs in raw:
+        for boxes, probs, points in raw:
             faces = []
             if boxes is not None:
                 b = np.asarray(boxes, dtype=object).astype(float).reshape(-1, 4)
                 p = np.asarray(probs, dtype=object).astype(float).reshape(-1)
-                for (x1, y1, x2, y2), pr in zip(b, p):
+                lm = frame_points(points, len(b), sx, sy)
+                for (x1, y1, x2, y2), pr, pts in zip(b, p, lm):
                     faces.append(Face(round(x1 * sx, 2), round(y1 * sy, 2), round(x2 * sx, 2),
-                                      round(y2 * sy, 2), float(pr)))
+                                      round(y2 * sy, 2), float(pr), pts))
             out.append(faces)
         return out
 
@@ -148,8 +158,8 @@ class FaceCropper:
         cuda = self.device.type == "cuda"
         try:
             with torch.no_grad(), deterministic_torch(warn_only=cuda):
-                boxes, probs = self.mtcnn.detect(small)
-            return list(zip(boxes, probs))
+                boxes, probs, points = self.mtcnn.detect(small, landmarks=True)
+            return list(zip(boxes, probs, points))
         except (RuntimeError, ValueError, IndexError) as e:
             oom = isinstance(e, torch.cuda.OutOfMemoryError)
             if (cuda and not oom and "CUDA" in str(e)) or (oom and len(small) == 1):
@@ -159,7 +169,7 @@ class FaceCropper:
             if len(small) == 1:
                 self.errors += 1
                 log.warning("crop_faces: MTCNN failed on a frame; counted as no face")
-                return [(None, None)]
+                return [(None, None, None)]
             return [r for i in range(len(small)) for r in self._mtcnn(small[i:i + 1])]
 
     def select(self, faces: list[Face]) -> list[Face]:

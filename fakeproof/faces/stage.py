@@ -18,13 +18,14 @@ from fakeproof.faces.batching import Boxes, ChunkResult, VideoTask, crop_groups,
 from fakeproof.faces.mtcnn import FaceCropper
 from fakeproof.frames import read_frame_index, read_video_table
 from fakeproof.io import atomic_path
+from fakeproof.landmarks import LANDMARK_COLUMNS
 from fakeproof.store import FaceStoreWriter
 
 log = logging.getLogger("fakeproof.faces")
 
 #: Every column crop_faces writes to faces.csv (training reads a few: data.FACES_CSV_READ).
 FACES_CSV_COLUMNS = ["key", "video_id", "frame", "face", "x1", "y1", "x2", "y2", "prob",
-                     "box_source"]
+                     "box_source", *LANDMARK_COLUMNS]
 
 
 def _wave(ex: parallel.Executor, fp: FacesParams, frames_dir: Path, tasks: list[VideoTask],

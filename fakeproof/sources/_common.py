@@ -13,7 +13,7 @@ import re
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import pandas as pd
 
@@ -62,12 +62,14 @@ def list_videos(folder: Path, exts: Iterable[str] = VIDEO_SUFFIXES, recursive: b
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
-def csv_records(path: Path, headers: Sequence[Sequence[str]], expected: str,
-                empty: Optional[str] = None) -> Iterator[tuple[int, list[str], list[str]]]:
+def csv_records(path: Path, headers: Sequence[Sequence[str]] | Callable[[list[str]], bool],
+                expected: str, empty: Optional[str] = None
+                ) -> Iterator[tuple[int, list[str], list[str]]]:
     """The rows of a user's UTF-8 CSV after its header, as ``(line, header, row)``; blank lines
-    are skipped and the header (lower-cased) must be one of ``headers`` (``expected`` says which
-    in the error). Not UTF-8, not CSV, or (with ``empty``) no header at all: one-line
-    :class:`SourceError` naming the file (and line)."""
+    are skipped and the header (lower-cased) must be one of ``headers``, or pass it when it is a
+    predicate (``expected`` says what in the error). Not UTF-8, not CSV, or (with ``empty``) no
+    header at all: one-line :class:`SourceError` naming the file (and line)."""
+    accept = headers if callable(headers) else (lambda h: h in [list(x) for x in headers])
     header = None
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
@@ -78,7 +80,7 @@ def csv_records(path: Path, headers: Sequence[Sequence[str]], expected: str,
                     continue
                 if header is None:
                     header = [c.strip().lower() for c in rec]
-                    if header not in [list(h) for h in headers]:
+                    if not accept(header):
                         raise SourceError(f"{path}:{n}: header {','.join(rec)!r}; expected "
                                           f"{expected}")
                     continue

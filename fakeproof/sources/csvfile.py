@@ -1,6 +1,7 @@
 """A CSV list of anyone's videos (source name ``csv``): ``data.root`` is the CSV file.
 
-Header ``path,label`` or ``path,label,group`` (any case). ``path`` is relative to the CSV's folder
+Header ``path,label`` or ``path,label,group`` (any case); further columns (a description, say)
+are allowed and ignored. ``path`` is relative to the CSV's folder
 or absolute; ``label`` is ``0``/``1`` or ``real``/``fake`` (any case); ``group`` (optional, may be
 blank) names videos that must share a split: give a fake the same group as the real clip(s) it
 was made from. A video without a group is its own group. Rows whose file is missing are reported
@@ -42,8 +43,9 @@ def build(params: DataParams, raw_dir: Path) -> SourceResult:
     problems = Problems()
     rows: list[dict] = []
     seen: dict[str, int] = {}
-    for n, header, rec in csv_records(csv_path, (("path", "label"), ("path", "label", "group")),
-                                      "path,label or path,label,group"):
+    for n, header, rec in csv_records(
+            csv_path, lambda h: h[:2] == ["path", "label"] and "group" not in h[3:],
+            "path,label or path,label,group (then any columns)"):
         if len(rec) != len(header):
             raise SourceError(f"{csv_path}:{n}: {len(rec)} columns; expected "
                               f"{len(header)} ({','.join(header)})")
@@ -51,7 +53,7 @@ def build(params: DataParams, raw_dir: Path) -> SourceResult:
         if not value:
             raise SourceError(f"{csv_path}:{n}: empty path")
         label = parse_label(rec[1], f"{csv_path}:{n}")
-        group = rec[2].strip() if len(rec) > 2 else ""
+        group = rec[2].strip() if header[2:3] == ["group"] else ""
         rel = PurePath(value.replace("\\", "/"))
         path = Path(rel) if rel.is_absolute() else base / rel
         key = str(path)
