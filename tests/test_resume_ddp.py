@@ -27,7 +27,8 @@ from _tinydata import build_store
 PROJECT = Path(__file__).resolve().parents[1]
 ARGS = ["--store", "data/faces.lmdb", "--faces", "data/faces.csv", "--splits", "data/splits.csv",
         "--out", "models/clean.pt", "--metrics", "metrics/pretrain.json",
-        "--curve", "metrics/curve.csv", "--tensorboard", "runs/tb", "--resume", "runs/resume.pt"]
+        "--curve", "metrics/curve.csv", "--tensorboard", "runs/tb", "--resume", "runs/resume.pt",
+        "--cost", "metrics/cost.json"]
 
 
 def _workdir(root: Path, **train) -> Path:
@@ -90,6 +91,9 @@ def test_data_parallel_training_on_two_cpu_processes(tmp_path: Path) -> None:
     assert saved["val_auc"] == pytest.approx(m["auc"], abs=1e-6)
     assert saved["val_bacc"] == pytest.approx(m["bacc"], abs=1e-6)
     assert len(list((work / "models").iterdir())) == 1  # one checkpoint, written by rank 0
+    cost = json.loads((work / "metrics" / "cost.json").read_text())  # by the launcher, once
+    assert cost["stage"] == "pretrain" and cost["nproc"] == 2 and cost["device"] == "cpu"
+    assert cost["seconds"] > 0 and "cores" in cost["hardware"]
 
 
 @pytest.mark.gpu
@@ -112,7 +116,7 @@ def load_checkpoint_cpu(path: Path):
 ADV_ARGS = ["--store", "data/faces.lmdb", "--faces", "data/faces.csv", "--splits", "data/splits.csv",
             "--clean", "models/clean.pt", "--out", "models/robust.pt", "--metrics",
             "metrics/finetune.json", "--curve", "metrics/finetune_curve.csv", "--tensorboard",
-            "runs/tb_adv", "--resume", "runs/resume_adv.pt"]
+            "runs/tb_adv", "--resume", "runs/resume_adv.pt", "--cost", "metrics/cost_adv.json"]
 
 
 @pytest.mark.gpu
