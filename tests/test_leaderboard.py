@@ -96,7 +96,11 @@ def test_grid_table_matches_experiments_and_reruns_nothing(tiny_pipeline: Path,
     assert len(planted) == 1 and planted[0]["rank"] is None
     assert planted[0]["flags"]["collapsed"] == "fail" and planted[0]["sanity_ok"] is False
     real = [r for r in base["rows"] if "main" in r["experiments"] and r["objective"] == "pgd"]
-    assert len(real) == 1 and real[0]["rank"] is not None
+    # The baseline's row: the same checkpoint with its real results, a row of its own, ranked
+    # exactly when its own checks pass (the tiny model may fail some of them by itself).
+    assert len(real) == 1 and real[0]["checkpoint"] == planted[0]["checkpoint"]
+    assert "collapsed" not in real[0]["flags"]
+    assert (real[0]["rank"] is not None) == real[0]["sanity_ok"]
     assert "collapsed (fail)" in (tmp_path / "lb3" / "leaderboard.md").read_text()
 
 
