@@ -82,8 +82,8 @@ def test_grid_table_matches_experiments_and_reruns_nothing(tiny_pipeline: Path,
     # checkpoint and the real results, is ranked. Other attacks: another group.
     detail = repo / "metrics/eval.json"
     d = json.loads(detail.read_text())
-    d["models"]["robust"]["sanity"]["collapsed"] = {"fired": True, "severity": "fail",
-                                                    "evidence": "planted by the test"}
+    d["models"]["robust"]["sanity"]["planted"] = {"fired": True, "severity": "fail",
+                                                  "evidence": "planted by the test"}
     d["models"]["robust"]["sanity"]["ok"] = False
     detail.write_text(json.dumps(d))
     dvc("commit", "-f", "evaluate", cwd=repo)
@@ -94,14 +94,15 @@ def test_grid_table_matches_experiments_and_reruns_nothing(tiny_pipeline: Path,
                                             for r in g["rows"]))
     planted = [r for r in base["rows"] if "workspace" in r["experiments"] and r["objective"] == "pgd"]
     assert len(planted) == 1 and planted[0]["rank"] is None
-    assert planted[0]["flags"]["collapsed"] == "fail" and planted[0]["sanity_ok"] is False
+    assert planted[0]["flags"]["planted"] == "fail" and planted[0]["sanity_ok"] is False
     real = [r for r in base["rows"] if "main" in r["experiments"] and r["objective"] == "pgd"]
     # The baseline's row: the same checkpoint with its real results, a row of its own, ranked
     # exactly when its own checks pass (the tiny model may fail some of them by itself).
     assert len(real) == 1 and real[0]["checkpoint"] == planted[0]["checkpoint"]
-    assert "collapsed" not in real[0]["flags"]
+    assert "planted" not in real[0]["flags"]
     assert (real[0]["rank"] is not None) == real[0]["sanity_ok"]
-    assert "collapsed (fail)" in (tmp_path / "lb3" / "leaderboard.md").read_text()
+    assert "**FAILS**" in (tmp_path / "lb3" / "leaderboard.md").read_text()
+    assert "planted (fail)" in (tmp_path / "lb3" / "leaderboard.md").read_text()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ def _vs_next(row: Row) -> str:
     if d is None:
         return "-"
     lo, hi = d.get("bacc_diff_lo"), d.get("bacc_diff_hi")
+    if lo is not None and lo == hi == d["bacc_diff"] == 0:
+        return "+0.000 tie (same decision on every face)"
     bounds = "n/e" if lo is None or hi is None else f"{lo:+.3f}, {hi:+.3f}"
     verdict = {True: "**real**", False: "tie", None: "n/e"}[d.get("significant")]
     return f"{d['bacc_diff']:+.3f} [{bounds}] {verdict}"

@@ -7,8 +7,9 @@ same test set (the clean model of every cell of one detector) give one row, nami
 
 Rows are ranked only against rows measured on the same test faces with the same attacks: the
 group key hashes the evaluate stage's data deps in ``dvc.lock`` (face store, face index, split
-table), the attack list, budget and sample, and the headline eps. Within a group, rows whose
-sanity checks fail are listed and marked but not ranked; the rest are ranked by robust balanced
+table), the attack list, the eps sweep (the sanity checks read it), budget and sample, and the
+headline eps. Within a group, rows whose sanity checks fail are listed and marked but not
+ranked; the rest are ranked by robust balanced
 accuracy at the headline eps, and each rank carries the paired difference to the row below it on
 the same attacked faces (:func:`fakeproof.intervals.paired_difference`: whole videos resampled
 within strata; a place is "real" only when that interval excludes zero).
@@ -120,7 +121,7 @@ def _group_key(e: Experiment, detail: dict, checkpoints: set[str]) -> tuple[str,
             if not p.startswith(("fakeproof", "stages")) and p not in checkpoints}
     ep = detail.get("params", {})
     first = next(iter(detail["models"].values()))
-    what = {"data": deps, "attacks": ep.get("attacks"), "preset": ep.get("preset"),
+    what = {"data": deps, "attacks": ep.get("attacks"), "eps": ep.get("eps"), "preset": ep.get("preset"),
             "budget": detail.get("budget"), "headline_eps": ep.get("headline_eps"),
             "seed": ep.get("seed"), "sample": first.get("sample")}
     key = hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:10]
@@ -131,7 +132,8 @@ def _group_key(e: Experiment, detail: dict, checkpoints: set[str]) -> tuple[str,
             f"{sample.get('videos')} videos / {sample.get('faces')} faces; attacks "
             f"{', '.join(ep.get('attacks') or [])}, preset {ep.get('preset')} (PGD-"
             f"{b.get('pgd_steps')}, APGD-{b.get('apgd_steps')}, Square-{b.get('square_queries')}); "
-            f"headline eps {eps_text(ep.get('headline_eps', 0))}")
+            f"eps {', '.join(eps_text(e) for e in ep.get('eps') or [])} (the sanity checks read the "
+            f"sweep); headline eps {eps_text(ep.get('headline_eps', 0))}")
     return key, desc
 
 
