@@ -29,7 +29,7 @@ from fakeproof.boundary import Boundary
 from fakeproof.cli import main
 from fakeproof.models import save_checkpoint
 from fakeproof.recipe import build_recipe
-from helpers_models import spread_smallcnn
+from _models import spread_smallcnn
 from helpers_video import make_face_clip, make_params
 
 APP = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"

@@ -27,7 +27,7 @@ from fakeproof.config import params_from_dict
 from fakeproof.delong import delong_covariance, delong_test, midrank
 from fakeproof.models import save_checkpoint
 from fakeproof.recipe import build_recipe
-from helpers_models import spread_smallcnn
+from _models import spread_smallcnn
 
 SIZE = 16
 EVAL = {"eps": [0, "4/255"], "headline_eps": "4/255", "pgd_steps": 2, "bootstrap": 200,

@@ -33,7 +33,7 @@ from fakeproof.predict import proba
 from fakeproof.recipe import RECIPE_VERSION, REFRESH, RecipeError, build_recipe
 from fakeproof.runtime import frozen_on, resolve_device
 from fakeproof.store import FaceStore
-from helpers_models import spread_smallcnn
+from _models import spread_smallcnn
 from helpers_video import face_clip_frames, iou, make_blank_clip, make_face_clip, make_params, video_table
 
 CROP = 64

@@ -26,7 +26,7 @@ from fakeproof.under_attack import eps_label
 from fakeproof.models.fusion import save_ensemble
 from fakeproof.models import load_checkpoint, resize, save_checkpoint
 from fakeproof.recipe import build_recipe, read_recipe
-from helpers_models import spread_smallcnn
+from _models import spread_smallcnn
 
 SIZE = 16
 PHOTO = Path(__file__).resolve().parents[1] / "fakeproof" / "assets" / "faces" / "obama.jpg"

@@ -302,3 +302,16 @@ def test_pretrained_from_local_file_and_clear_offline_errors(tmp_path, monkeypat
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     with pytest.raises(ModelError, match=r"could not load .*TORCH_HOME"):
         create_model("mobilenet_v3_small", pretrained="imagenet")
+
+
+def test_the_spread_smallcnn_helper_scores_inputs_apart() -> None:
+    """tests/_models.spread_smallcnn, which compare, detect, ensemble and the web page's tests
+    rely on: untrained, yet its logits differ between inputs, and one seed gives one model."""
+    from _models import spread_smallcnn
+
+    x = torch.rand(8, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = spread_smallcnn(3)(x).reshape(-1), spread_smallcnn(3)(x).reshape(-1)
+        c = spread_smallcnn(4, means=True)(x).reshape(-1)
+    assert torch.equal(a, b)
+    assert float(a.std()) > 1e-3 and not torch.allclose(a, c)
