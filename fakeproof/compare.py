@@ -45,6 +45,7 @@ from fakeproof.boundary import Boundary, Deployed
 from fakeproof.config import EvalParams
 from fakeproof.data import DataPaths, FaceDataset, make_loader
 from fakeproof.delong import delong_test
+from fakeproof.dvcfile import flatten_vars
 from fakeproof.errors import FakeproofError
 from fakeproof.evaluate import attack_videos, eval_budget
 from fakeproof.io import tidy
@@ -123,15 +124,7 @@ def dvc_vars(root: Path = Path(".")) -> dict[str, Any]:
         spec = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError:
         raise CompareError(f"{path}: not valid YAML; fix it or pass the paths explicitly") from None
-    out: dict[str, Any] = {}
-    for v in spec.get("vars", []) or []:
-        if isinstance(v, dict):
-            for k, val in v.items():
-                if isinstance(val, dict):
-                    out.update({f"{k}.{kk}": vv for kk, vv in val.items()})
-                else:
-                    out[k] = val
-    return out
+    return flatten_vars(spec)
 
 
 def default_data(root: Path = Path(".")) -> DataPaths:

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+import yaml
+
 from fakeproof.leaderboard.experiments import WORKSPACE, Experiment, list_experiments
 from fakeproof.leaderboard.grid import (LeaderboardError, build_cells, queue_cells, run_dvc,
                                         run_queue, typed_key, with_overrides)
@@ -70,9 +72,7 @@ def run_grid(root: Path, grid: Sequence[str], fixed: Sequence[str], seeds: Optio
     """Queue and (unless ``queue_only``: workers you start, e.g. one per GPU) run the grid's
     cells that no experiment has measured; the cells' identities."""
     cells = build_cells(grid, fixed, seeds)
-    base = (root / "params.yaml")
-    import yaml
-
+    base = root / "params.yaml"
     raw = yaml.safe_load(base.read_text()) if base.is_file() else None
     if not isinstance(raw, dict):
         raise LeaderboardError(f"{base}: no params to build the grid's cells from")

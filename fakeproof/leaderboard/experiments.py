@@ -14,7 +14,6 @@ import io
 import json
 import logging
 import re
-import shlex
 import subprocess
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,37 +24,13 @@ import pandas as pd
 import yaml
 
 from fakeproof.config import ParamsError, params_from_dict
+from fakeproof.dvcfile import stage_flags
 from fakeproof.leaderboard.grid import LeaderboardError, run_dvc, typed_key
 
 log = logging.getLogger(__name__)
 
 WORKSPACE = "workspace"
 _SHA = re.compile(r"^[0-9a-f]{40}$")
-
-
-def _flatten_vars(spec: dict) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for v in spec.get("vars", []) or []:
-        if isinstance(v, dict):
-            for k, val in v.items():
-                if isinstance(val, dict):
-                    out.update({f"{k}.{kk}": str(vv) for kk, vv in val.items()})
-                else:
-                    out[k] = str(val)
-    return out
-
-
-def stage_flags(dvc_yaml: dict, stage: str) -> dict[str, list[str]]:
-    """``{--flag: [values]}`` of a stage's command line in ``dvc.yaml`` with its ``${vars}``
-    filled in (how every path reaches a fakeproof stage)."""
-    variables = _flatten_vars(dvc_yaml)
-    cmd = ((dvc_yaml.get("stages") or {}).get(stage) or {}).get("cmd", "")
-    cmd = re.sub(r"\$\{([^}]+)\}", lambda m: variables.get(m.group(1).strip(), m.group(0)), cmd)
-    words, flags = shlex.split(cmd), {}
-    for i, w in enumerate(words[:-1]):
-        if w.startswith("--"):
-            flags.setdefault(w, []).append(words[i + 1])
-    return flags
 
 
 @dataclass
@@ -176,4 +151,4 @@ def list_experiments(root: Path, revs: Sequence[str] = (), all_commits: bool = F
     return usable
 
 
-__all__ = ["Experiment", "WORKSPACE", "list_experiments", "stage_flags"]
+__all__ = ["Experiment", "WORKSPACE", "list_experiments"]

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
+from fakeproof.intervals import interval_text
 from fakeproof.io import atomic_path, write_json
 from fakeproof.leaderboard.table import Group, Row
 
@@ -18,9 +19,7 @@ def _num(x: Optional[float]) -> str:
 def _with_ci(x: Optional[float], ci: tuple[Optional[float], Optional[float]]) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
-    lo, hi = ci
-    bounds = "n/e" if lo is None or hi is None else f"{lo:.3f}-{hi:.3f}"
-    return f"{x:.3f} [{bounds}]"
+    return f"{x:.3f} [{interval_text(*ci)}]"
 
 
 def _vs_next(row: Row) -> str:
