@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fakeproof.dvcfile import flatten_vars
+
 PROJECT = Path(__file__).resolve().parents[1]
 PKG = PROJECT / "fakeproof"
 PACKAGES = {"attacks", "sources", "demo", "corruptions", "faces", "models", "objectives"}  # sub-packages depended on as whole folders
@@ -110,15 +112,7 @@ def _expand(text: str, vars_: dict) -> str:
 
 def _vars() -> dict:
     """dvc.yaml's vars, flattened the way DVC interpolates them (``${path.store}``)."""
-    out: dict = {}
-    for v in _dvc().get("vars", []):
-        if isinstance(v, dict):
-            for k, val in v.items():
-                if isinstance(val, dict):
-                    out.update({f"{k}.{kk}": vv for kk, vv in val.items()})
-                else:
-                    out[k] = val
-    return out
+    return flatten_vars(_dvc())
 
 
 @pytest.mark.parametrize("stage", sorted(ENTRY))

@@ -171,3 +171,17 @@ def test_seed_spread_is_the_training_noise_of_a_cell() -> None:
     assert rows[0].seed_spread == rows[1].seed_spread
     assert rows[0].seed_spread["sd"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     assert rows[2].seed_spread is None
+
+
+def test_dvcfile_flattens_vars_and_fills_a_stage_s_flags() -> None:
+    from fakeproof.dvcfile import flatten_vars, stage_flags
+
+    spec = {"vars": [{"path": {"store": "data/s.lmdb", "plots": "m/p"}}, {"n": 3}],
+            "stages": {"evaluate": {"cmd": "python e.py --store ${path.store} --plots "
+                                           "${path.plots}/eval --checkpoint a=x.pt --checkpoint "
+                                           "'b=y z.pt' --unknown ${nope}"}}}
+    assert flatten_vars(spec) == {"path.store": "data/s.lmdb", "path.plots": "m/p", "n": 3}
+    assert stage_flags(spec, "evaluate") == {"--store": ["data/s.lmdb"], "--plots": ["m/p/eval"],
+                                             "--checkpoint": ["a=x.pt", "b=y z.pt"],
+                                             "--unknown": ["${nope}"]}
+    assert stage_flags(spec, "absent") == {}
