@@ -136,7 +136,8 @@ def cmd_ensemble(args: argparse.Namespace) -> dict:
 
     return run_ensemble(load_params(args.params), _data(args),
                         _named_checkpoints(args.member or [], "--member"), Path(args.out),
-                        Path(args.metrics), Path(args.headline), Path(args.plots))
+                        Path(args.metrics), Path(args.headline), Path(args.plots),
+                        Path(args.evaluated) if args.evaluated else None)
 
 
 def cmd_compare(args: argparse.Namespace) -> dict:
@@ -262,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "ensemble":
             p.add_argument("--member", action="append", metavar="NAME=PATH", required=True,
                            help="a member checkpoint under NAME (repeatable)")
+            p.add_argument("--evaluated", help="evaluate's logits.csv: the members' scores and "
+                           "PGD examples it measured are reused, not measured again")
         if name == "compare":
             p.add_argument("a", metavar="A", help="checkpoint file, or dvc experiment / git "
                            "revision (NAME or NAME:PATH; PATH default: dvc.yaml's path.robust)")

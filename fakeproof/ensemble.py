@@ -53,22 +53,25 @@ from fakeproof.calibration import log_loss
 from fakeproof.config import EvalParams, Params, as_dict
 from fakeproof.data import DataPaths, FaceDataset, make_loader
 from fakeproof.errors import FakeproofError
-from fakeproof.evaluate import (ROBUST, Scored, eval_budget, evaluate_model, headline, model_pairs,
-                                wide_by_eps)
+from fakeproof.evaluate import (ROBUST, Scored, attack_videos, eval_budget, evaluate_model,
+                                headline, model_pairs, wide_by_eps)
 from fakeproof.intervals import level_metrics
 from fakeproof.io import write_csv, write_json
 from fakeproof.metrics import score_spread
 from fakeproof.models import load_checkpoint
+from fakeproof.models.fold import folded_copy
 from fakeproof.models.fusion import (ENSEMBLE, IDENTITY_MEAN, IDENTITY_STD, Ensemble, Member,
                                      save_ensemble)
 from fakeproof.predict import as_logit_array, logits_of
 from fakeproof.recipe import Recipe, build_recipe, read_recipe
 from fakeproof.runtime import frozen_on, resolve_device
-from fakeproof.sampling import Sample
+from fakeproof.sampling import Sample, choose_sample
+from fakeproof.face_scores import (TRANSFER_ATTACK, Crafted, file_sha256, fused_decision, read_logits,
+                                transfer_table)
 from fakeproof.under_attack import dataset_batches, eps_label, score_under_attack
 
-__all__ = ["Ensemble", "EnsembleError", "Member", "fit_weights", "load_member", "run_ensemble",
-           "select_members", "transfer_matrix"]
+__all__ = ["Ensemble", "EnsembleError", "Member", "fit_weights", "load_member", "members_crafted",
+           "run_ensemble", "select_members", "with_ensemble_scores"]
 
 log = logging.getLogger(__name__)
 HEADLINE_KEY = "ens"  # the ensemble's key in its headline file (dvc exp show: ens.auc, ...)
@@ -184,6 +187,7 @@ def fit_robust_weights(members: Mapping[str, Member], z_val: np.ndarray, val_ds:
     Returns the weights and, per round, the clean and (mean) adversarial val log loss before
     and after that round's fit."""
     names = list(members)
+    scorers = {n: folded_copy(m) for n, m in members.items()}  # forward passes only
     y = val_ds.labels.astype(float)
     weights = fit_weights(z_val, y, "logloss")
     history = []
@@ -191,14 +195,14 @@ def fit_robust_weights(members: Mapping[str, Member], z_val: np.ndarray, val_ds:
     index = np.arange(len(val_ds))
     adv_rows: list[np.ndarray] = []
     for r in range(rounds):
-        ens = frozen_on(Ensemble([members[n] for n in names], names, weights),
-                        next(members[names[0]].parameters()).device)
+        ens = folded_copy(frozen_on(Ensemble([members[n] for n in names], names, weights),
+                                    next(members[names[0]].parameters()).device))
         boundary, _ = fit_boundary(z_val @ weights, y)
         res = score_under_attack(Deployed(ens, boundary),
                                  dataset_batches(val_ds, index, ep.batch_size,
                                                  frames["key"].tolist()),
                                  ["pgd"], ep.headline_eps, eval_budget(ep), ep.seed + 1 + r,
-                                 also_score=members)
+                                 also_score=scorers)
         adv_rows.append(np.stack([res.transfer[n]["pgd"] for n in names], axis=1))
         z_adv = np.vstack(adv_rows)
         y_adv = np.tile(y, len(adv_rows))
@@ -229,28 +233,32 @@ def ensemble_recipe(params: Params, boundary: Boundary, first_member: str) -> di
 # --------------------------------------------------------------------------------------------
 # transfer
 # --------------------------------------------------------------------------------------------
-def transfer_matrix(models: Mapping[str, Deployed], ds: FaceDataset, sample: Sample,
-                    ep: EvalParams, eps: float
-                    ) -> tuple[dict[str, dict[str, float]], dict[str, float],
-                               dict[str, np.ndarray]]:
-    """``(transfer, clean, white_box)``: ``transfer[src][dst]`` is the frame accuracy of ``dst``
-    (at its deployed boundary) on PGD examples crafted on ``src`` (aimed at ``src``'s boundary;
-    eps ``eps``, the evaluate budget and seeds, so the diagonal is the white-box PGD accuracy
-    evaluate reports); ``clean[dst]`` its accuracy on the clean sample; ``white_box[m]`` the
-    decision logits of ``m`` under its own PGD (for paired differences)."""
-    budget = eval_budget(ep)
-    transfer: dict[str, dict[str, float]] = {}
-    clean: dict[str, float] = {}
-    white_box: dict[str, np.ndarray] = {}
+def members_crafted(deployed: Mapping[str, Deployed], ds: FaceDataset, sample: Sample,
+                    ep: EvalParams, sources: Optional[Sequence[str]] = None) -> dict[str, Crafted]:
+    """PGD at ``eval.headline_eps`` crafted on each of ``sources`` (default: every model; aimed
+    at its boundary with the evaluate budget and seeds, so each is the PGD evaluate ran) and
+    scored by every other model: only when evaluate's ``logits.csv`` does not hold them for
+    these checkpoints (or ``eval.attacks`` has no PGD)."""
     keys = sample.frames["key"].tolist()
-    for src, m in models.items():
+    out = {}
+    for src in sources or list(deployed):
+        m = deployed[src]
+        others = {d: o for d, o in deployed.items() if d != src}
         res = score_under_attack(m, dataset_batches(ds, sample.index, ep.batch_size, keys),
-                                 ["pgd"], eps, budget, ep.seed, also_score=models)
-        y = res.labels == 1
-        transfer[src] = {d: float(np.mean((res.transfer[d]["pgd"] > 0) == y)) for d in models}
-        clean = {d: float(np.mean((res.transfer_clean[d] > 0) == y)) for d in models}
-        white_box[src] = res.by_attack["pgd"]
-    return transfer, clean, white_box
+                                 [TRANSFER_ATTACK], ep.headline_eps, eval_budget(ep), ep.seed,
+                                 also_score=others)
+        out[src] = Crafted(res.by_attack[TRANSFER_ATTACK],
+                           {d: res.transfer[d][TRANSFER_ATTACK] for d in others})
+    return out
+
+
+def with_ensemble_scores(crafted: Mapping[str, Crafted], offsets: Mapping[str, float],
+                         weights: Mapping[str, float], boundary: Boundary) -> dict[str, Crafted]:
+    """Each member's PGD examples scored by the ensemble too, from the members' scores of them
+    (:func:`fakeproof.face_scores.fused_decision`: the fused logit is their weighted sum)."""
+    return {src: Crafted(c.own, {**c.scored, ENSEMBLE: fused_decision(
+        {d: c.by(src, d) for d in weights}, offsets, weights, boundary)})
+        for src, c in crafted.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,10 +319,43 @@ def _fit_and_save(params: Params, members_: Mapping[str, Member], val: Mapping[s
     return weights, fit_log, ens, boundary, platt_ok, val_loss
 
 
+def _members_measured(evaluated: Optional[Path], chosen: Mapping[str, Path],
+                      deployed: Mapping[str, Deployed], test_ds: FaceDataset, ep: EvalParams,
+                      score_test: Any) -> tuple[dict[str, np.ndarray], dict[str, Crafted]]:
+    """The members' calibrated test logits and their PGD examples at the headline eps: from
+    evaluate's ``logits.csv`` when it measured these very checkpoints on these faces
+    (:func:`fakeproof.face_scores.read_logits`), else measured here."""
+    frames = test_ds.frames.reset_index(drop=True)
+    sample = choose_sample(frames, attack_videos(ep), ep.seed)  # evaluate_model's sample
+    names = list(deployed)
+    size = int(test_ds[0][0].shape[-1])  # evaluate feeds crops as stored; a Member resizes them
+    resized = [n for n in names if deployed[n].model.input_size != size]
+    if resized and evaluated is not None:
+        log.info("ensemble: member(s) %s resize the %d px test crops (recipe input size), which "
+                 "evaluate does not; measuring them here", ", ".join(resized), size)
+    ev = None if resized else read_logits(
+        evaluated, {n: file_sha256(chosen[n]) for n in names}, frames["key"].tolist(),
+        sample.frames["key"].tolist(), eps_label(ep.headline_eps))
+    if ev is None:
+        return score_test(), members_crafted(deployed, test_ds, sample, ep)
+    log.info("ensemble: the members' clean test logits and their PGD examples at %s scored by "
+             "every member: from %s (evaluate measured these checkpoints)",
+             eps_label(ep.headline_eps), evaluated)
+    return ({n: ev.clean[n] + deployed[n].boundary.offset for n in names}, ev.crafted)
+
+
+def _result_detail(res: Any) -> dict[str, Any]:
+    """The ensemble's part of the detail file from its :class:`fakeproof.evaluate.ModelResult`."""
+    return {"test_clean": res.test_clean, "sample_clean": res.sample_clean, "attacks": res.attacks,
+            ROBUST: res.robust, "clean_to_attacked": res.clean_to_attacked,
+            "unbounded": res.unbounded, "sanity": res.sanity, "spread": res.spread}
+
+
 def run_ensemble(params: Params, paths: DataPaths, members: Mapping[str, Path], out_model: Path,
-                 out_metrics: Path, out_headline: Path, plots_dir: Optional[Path] = None
-                 ) -> dict[str, Any]:
-    """The ensemble stage (see the module docstring); returns the headline numbers."""
+                 out_metrics: Path, out_headline: Path, plots_dir: Optional[Path] = None,
+                 evaluated: Optional[Path] = None) -> dict[str, Any]:
+    """The ensemble stage (see the module docstring); returns the headline numbers.
+    ``evaluated``: evaluate's ``logits.csv`` (what it measured of the members is not redone)."""
     ep, enp = params.eval, params.ensemble
     check_attack_names(list(ep.attacks))
     chosen = select_members(members, list(enp.members))
@@ -339,19 +380,27 @@ def run_ensemble(params: Params, paths: DataPaths, members: Mapping[str, Path], 
         params, members_, val, val_ds, chosen, device, out_model)
 
     frames = test_ds.frames.reset_index(drop=True)
-    test = scores(test_ds, "test")
-    deployed = {n: Deployed(members_[n], member_boundary(loaded[n][1])) for n in names}
-    deployed[ENSEMBLE] = Deployed(ens, boundary)
+    deployed = {n: Deployed(folded_copy(members_[n]), member_boundary(loaded[n][1])) for n in names}
+    test, crafted = _members_measured(evaluated, chosen, deployed, test_ds, ep,
+                                      lambda: scores(test_ds, "test"))
+    crafted = with_ensemble_scores(crafted, {n: deployed[n].boundary.offset for n in names},
+                                   dict(zip(names, map(float, weights))), boundary)
+    deployed[ENSEMBLE] = Deployed(folded_copy(ens), boundary)  # scored and attacked, not saved
     member_out = _member_reports(names, weights, chosen, deployed, test, val_loss, frames, ep)
     ref = score_spread(deployed[names[0]].boundary.decision(test[names[0]]))["logit_std"]
-    res = evaluate_model(ENSEMBLE, deployed[ENSEMBLE], test_ds, ep, reference_spread=ref, keep=0)
+    res = evaluate_model(ENSEMBLE, deployed[ENSEMBLE], test_ds, ep, reference_spread=ref, keep=0,
+                         also_score={n: deployed[n] for n in names})
     sample = res.sample
-    transfer, transfer_clean, white_box = transfer_matrix(deployed, test_ds, sample, ep,
-                                                          ep.headline_eps)
+    crafted[ENSEMBLE] = res.crafted or members_crafted(deployed, test_ds, sample, ep,
+                                                       [ENSEMBLE])[ENSEMBLE]
+    clean = {n: deployed[n].boundary.decision(test[n])[sample.index] for n in names}
+    transfer, transfer_clean = transfer_table(
+        crafted, {**clean, ENSEMBLE: res.clean_logits[sample.index]},
+        sample.frames["label"].to_numpy())
     lab = eps_label(ep.headline_eps)
-    as_results = {n: Scored(deployed[n].boundary.decision(test[n]), sample, {lab: white_box[n]})
+    as_results = {n: Scored(deployed[n].boundary.decision(test[n]), sample, {lab: crafted[n].own})
                   for n in names}
-    as_results[ENSEMBLE] = Scored(res.clean_logits, sample, {lab: white_box[ENSEMBLE]})
+    as_results[ENSEMBLE] = Scored(res.clean_logits, sample, {lab: crafted[ENSEMBLE].own})
     pairs = model_pairs(as_results, frames, ep)
 
     head = headline(res, ep)
@@ -359,19 +408,13 @@ def run_ensemble(params: Params, paths: DataPaths, members: Mapping[str, Path], 
         "weights": dict(zip(names, (float(w) for w in weights))), "fit": enp.fit,
         "fit_log": fit_log, "boundary": boundary.to_recipe(), "platt_ok": platt_ok,
         "members": member_out,
-        "ensemble": {"val_logloss": val_loss[ENSEMBLE], "test_clean": res.test_clean,
-                     "sample_clean": res.sample_clean, "attacks": res.attacks,
-                     ROBUST: res.robust, "clean_to_attacked": res.clean_to_attacked,
-                     "unbounded": res.unbounded, "sanity": res.sanity,
-                     "spread": res.spread},
+        "ensemble": {"val_logloss": val_loss[ENSEMBLE], **_result_detail(res)},
         "pairs": pairs, "pairs_note": f"robust@{lab} here is white-box PGD of each model alone "
                                       "(members are attacked with the full suite by evaluate)",
         "transfer": transfer, "transfer_clean": transfer_clean,
         "transfer_eps": lab, "transfer_attack": "pgd",
         "test_faces": res.n_frames, "test_videos": res.n_videos,
-        "sample": {"videos": int(sample.frames["video_id"].nunique()),
-                   "faces": int(len(sample.index)), "strata": sample.strata},
-        "budget": res.budget,
+        "sample": res.detail()["sample"], "budget": res.budget,
         "params": {"ensemble": as_dict(enp),
                    "eval": {k: v for k, v in as_dict(ep).items() if k != "cross"}},
     }

@@ -35,7 +35,8 @@ Outputs (paths from dvc.yaml): the headline metrics file (small, for ``dvc metri
 ``dvc exp show``: ``eps``, ``sanity_ok`` and per model the five keys of :func:`headline`), the
 detail JSON, the corruption JSON, plot tables, a PNG gallery of adversarial examples, and
 ``scores.csv``: every attacked face's decision logit clean and at the headline eps per model
-(:func:`attacked_scores`), which ``fakeproof leaderboard`` pairs across experiments.
+(:func:`attacked_scores`), which ``fakeproof leaderboard`` pairs, and ``logits.csv``
+(:mod:`fakeproof.face_scores`: every model on every model's PGD examples; the ensemble reads it).
 """
 
 from __future__ import annotations
@@ -65,11 +66,13 @@ from fakeproof.intervals import interval_text, level_metrics, paired_difference
 from fakeproof.io import write_csv, write_json
 from fakeproof.metrics import attack_success_rate, roc_points, score_spread
 from fakeproof.models import load_checkpoint
+from fakeproof.models.fold import fold_batchnorm
 from fakeproof.predict import logits_of, proba
 from fakeproof.recipe import deployed_boundary
 from fakeproof.runtime import frozen_on, resolve_device
 from fakeproof.sampling import Sample, choose_sample, video_strata
 from fakeproof.sanity import UNBOUNDED_EPS, sanity_flags
+from fakeproof.face_scores import TRANSFER_ATTACK, Crafted, attacked_scores, logits_frame
 from fakeproof.under_attack import dataset_batches, eps_label, score_under_attack
 
 log = logging.getLogger(__name__)
@@ -127,6 +130,7 @@ class ModelResult(Scored):
     budget: dict[str, Any]
     n_frames: int
     n_videos: int
+    crafted: Optional[Crafted] = None  # PGD at the headline eps, scored by ``also_score``
 
     def detail(self) -> dict[str, Any]:
         """The per-model part of the detail file."""
@@ -141,9 +145,11 @@ class ModelResult(Scored):
 
 def evaluate_model(name: str, model: Deployed, ds: FaceDataset, ep: EvalParams,
                    reference_spread: Optional[float] = None, keep: int = 0,
-                   selection: Optional[dict] = None) -> ModelResult:
+                   selection: Optional[dict] = None,
+                   also_score: Optional[Mapping[str, Deployed]] = None) -> ModelResult:
     """Clean metrics, the eps sweep, per-face robust accuracy and sanity flags for one model
-    behind its deployed boundary (every number at that boundary; attacks aim at it)."""
+    behind its deployed boundary (every number at that boundary; attacks aim at it).
+    ``also_score``: other models that score its PGD examples at the headline eps (transfer)."""
     model.eval()
     t0 = time.perf_counter()
     budget = eval_budget(ep)
@@ -160,7 +166,7 @@ def evaluate_model(name: str, model: Deployed, ds: FaceDataset, ep: EvalParams,
     sample_clean = level_metrics(sample.frames, sub_clean, boundary, ep.video_agg, ep.bootstrap,
                                  ep.seed, ep.min_videos)
     keys = sample.frames["key"].tolist()
-    rows, detail, robust, worst_at, rocs, gallery = [], {}, {}, {}, {}, {}
+    rows, detail, robust, worst_at, rocs, gallery, crafted = [], {}, {}, {}, {}, {}, None
     rocs["clean"] = roc_points(sub_labels, proba(sub_clean))
     show = gallery_positions(len(sample.index), keep)
     for eps in tqdm(sorted(ep.eps), desc=f"{name} sweep", leave=False, disable=None):
@@ -169,7 +175,11 @@ def evaluate_model(name: str, model: Deployed, ds: FaceDataset, ep: EvalParams,
         n_boot = ep.bootstrap if headline_eps else 0
         res = score_under_attack(model, dataset_batches(ds, sample.index, ep.batch_size, keys),
                                  list(ep.attacks), eps, budget, ep.seed,
-                                 keep=show if headline_eps else ())
+                                 keep=show if headline_eps else (),
+                                 also_score=also_score if headline_eps else None)
+        if headline_eps and TRANSFER_ATTACK in res.by_attack:
+            crafted = Crafted(res.by_attack[TRANSFER_ATTACK],
+                              {o: t[TRANSFER_ATTACK] for o, t in res.transfer.items()})
         if res.kept.get("pgd"):
             gallery["pgd"] = (res.kept["pgd"], proba(res.by_attack["pgd"][show]))
         for attack, z in res.by_attack.items():
@@ -212,7 +222,7 @@ def evaluate_model(name: str, model: Deployed, ds: FaceDataset, ep: EvalParams,
         clean_to_attacked=drop, unbounded={"eps": eps_label(UNBOUNDED_EPS), "robust_acc": unbounded_acc},
         sanity=flags, spread=spread, table=table, rocs=rocs, gallery=gallery,
         sample_clean_probs=proba(sub_clean), budget=as_dict(budget), n_frames=len(frames),
-        n_videos=int(frames["video_id"].nunique()))
+        n_videos=int(frames["video_id"].nunique()), crafted=crafted)
 
 
 def _attacked_metrics(frames: pd.DataFrame, z: np.ndarray, boundary: Boundary, ep: EvalParams,
@@ -355,25 +365,6 @@ def model_pairs(results: Mapping[str, Scored], frames: pd.DataFrame, ep: EvalPar
     return out
 
 
-SCORE_COLUMNS = ("model", "key", "video_id", "label", "method", "clean", "attacked")
-
-
-def attacked_scores(results: Mapping[str, Scored], ep: EvalParams) -> pd.DataFrame:
-    """Per face of the attacked sample and per model: the decision logit clean and under the
-    per-face worst case at ``eval.headline_eps`` (``> 0``: fake at the model's deployed
-    boundary). ``fakeproof leaderboard`` pairs these across experiments on the same faces."""
-    lab = eps_label(ep.headline_eps)
-    parts = []
-    for name, r in results.items():
-        if lab not in r.worst:
-            continue
-        part = r.sample.frames.reset_index(drop=True)
-        part = part.assign(model=name, method=part.get("method", ""),
-                           clean=r.clean_logits[r.sample.index], attacked=r.worst[lab])
-        parts.append(part[list(SCORE_COLUMNS)])
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SCORE_COLUMNS)
-
-
 def _write_plots(plots_dir: Path, results: Mapping[str, ModelResult], ds: FaceDataset,
                  corr_tables: Mapping[str, pd.DataFrame], ep: EvalParams) -> None:
     """The plot tables (sweep, ROC, reliability, corruptions) and the gallery."""
@@ -381,7 +372,7 @@ def _write_plots(plots_dir: Path, results: Mapping[str, ModelResult], ds: FaceDa
     write_csv(plots_dir / "robust_acc.csv", wide_by_eps(tables, "acc"))
     write_csv(plots_dir / "robust_bacc.csv", wide_by_eps(tables, "bacc"))
     write_csv(plots_dir / "sweep.csv", tables)
-    write_csv(plots_dir / "scores.csv", attacked_scores(results, ep))
+    write_csv(plots_dir / "scores.csv", attacked_scores(results, ep.headline_eps))
     for name, r in results.items():
         for kind, roc in r.rocs.items():
             write_csv(plots_dir / "roc" / f"{name}_{kind}.csv", roc)
@@ -403,6 +394,18 @@ def _test_split(paths: DataPaths) -> FaceDataset:
     return ds
 
 
+def _load(checkpoints: Mapping[str, Path], device: torch.device
+          ) -> tuple[dict[str, Deployed], dict[str, dict]]:
+    """Each checkpoint behind its deployed boundary, BatchNorm folded (scored and attacked here,
+    never saved), and its metadata."""
+    models, metas = {}, {}
+    for name, path in checkpoints.items():
+        model, metas[name] = load_checkpoint(path)
+        models[name] = Deployed(fold_batchnorm(frozen_on(model, device)),
+                                deployed_boundary(metas[name]))
+    return models, metas
+
+
 def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path], out_headline: Path,
                  out_detail: Path, plots_dir: Path, cross: Optional[DataPaths] = None,
                  out_corruptions: Optional[Path] = None) -> dict[str, Any]:
@@ -415,13 +418,12 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
     t0 = time.perf_counter()
     ds = _test_split(paths)
     results: dict[str, ModelResult] = {}
-    models: dict[str, Deployed] = {}
+    models, metas = _load(checkpoints, device)
     ref_spread: Optional[float] = None
-    for name, path in checkpoints.items():
-        model, meta = load_checkpoint(path)
-        model = models[name] = Deployed(frozen_on(model, device), deployed_boundary(meta))
+    for name, model in models.items():
         results[name] = evaluate_model(name, model, ds, ep, ref_spread, keep=ep.gallery,
-                                       selection=meta.get("selection"))
+                                       selection=metas[name].get("selection"),
+                                       also_score={o: m for o, m in models.items() if o != name})
         ref_spread = ref_spread if ref_spread is not None else results[name].spread["logit_std"]
 
     cross_out: dict[str, Any] = {}
@@ -477,6 +479,9 @@ def run_evaluate(params: Params, paths: DataPaths, checkpoints: dict[str, Path],
         write_json(out_corruptions, corr)
 
     _write_plots(Path(plots_dir), results, ds, corr_tables, ep)
+    if all(r.crafted is not None for r in results.values()):
+        write_csv(Path(plots_dir) / "logits.csv", logits_frame(
+            frames, first.sample.frames, results, eps_label(ep.headline_eps), checkpoints))
     log.info("evaluate: %d models, %d attacks x %d eps; sanity %s; %.1fs", len(results),
              len(ep.attacks), len(ep.eps), "ok" if head["sanity_ok"] else "FLAGGED",
              time.perf_counter() - t0)

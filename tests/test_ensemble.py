@@ -354,3 +354,84 @@ def test_stage_refuses_unknown_members_and_a_one_class_val_split(stage_run, tmp_
         run_ensemble(p, data, stage_run["members"], tmp_path / "e.pt", tmp_path / "e.json",
                      tmp_path / "h.json")
     assert not (tmp_path / "e.pt").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# what evaluate measured of the members is reused, never measured again
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def same_size(tmp_path_factory) -> dict:
+    """Members at the crops' size (as a pipeline trains them), the ensemble stage measuring
+    everything itself, and evaluate run on the same members and data."""
+    from fakeproof.evaluate import run_evaluate
+
+    root = tmp_path_factory.mktemp("reuse")
+    data = build_store(root / "data", {"train": 4, "val": 6, "test": 6}, frames=3, size=SIZE)
+    params = tiny_eval_params(eval=EVAL)
+    members = {"clean": write_member(root / "clean.pt", 12, threshold=0.45),
+               "robust": write_member(root / "robust.pt", 13, a=1 / 1.3, b=0.2)}
+    run_ensemble(params, data, members, root / "ens.pt", root / "ens.json", root / "h.json",
+                 root / "plots")
+    run_evaluate(replace(params, eval=replace(params.eval, corruptions=())), data, members,
+                 root / "ev" / "head.json", root / "ev" / "eval.json", root / "ev" / "plots")
+    return {"root": root, "data": data, "params": params, "members": members,
+            "detail": json.loads((root / "ens.json").read_text()),
+            "logits": root / "ev" / "plots" / "logits.csv"}
+
+
+def _rerun(run: dict, tmp_path: Path, evaluated: Path) -> dict:
+    run_ensemble(run["params"], run["data"], run["members"], tmp_path / "e.pt",
+                 tmp_path / "e.json", tmp_path / "h.json", tmp_path / "plots", evaluated)
+    return json.loads((tmp_path / "e.json").read_text())
+
+
+def test_the_ensemble_reuses_what_evaluate_measured_of_its_members(same_size, tmp_path,
+                                                                    monkeypatch, caplog) -> None:
+    import fakeproof.ensemble as ens_mod
+
+    def crafted_again(*a, **k):
+        raise AssertionError("the members' PGD examples were crafted again")
+
+    monkeypatch.setattr(ens_mod, "members_crafted", crafted_again)
+    with caplog.at_level("INFO", logger="fakeproof.ensemble"):
+        d = _rerun(same_size, tmp_path, same_size["logits"])
+    assert any("from " + str(same_size["logits"]) in r.getMessage() for r in caplog.records)
+    ref = same_size["detail"]  # the same stage measuring everything itself
+    for src, row in ref["transfer"].items():
+        assert d["transfer"][src] == pytest.approx(row, abs=1e-9), src
+    assert d["transfer_clean"] == pytest.approx(ref["transfer_clean"], abs=1e-9)
+    for n in ("clean", "robust"):
+        got, want = d["members"][n]["test_clean"]["frame"], ref["members"][n]["test_clean"]["frame"]
+        assert got["auc"] == pytest.approx(want["auc"], abs=1e-6)
+        assert got["bacc"] == pytest.approx(want["bacc"], abs=1e-9)
+    assert d["weights"] == pytest.approx(ref["weights"], abs=1e-9)
+    head = eps_label(same_size["params"].eval.headline_eps)
+    for key in ("auc_diff", "bacc_diff"):
+        assert d["pairs"]["robust-clean"][f"robust@{head}"][key] == pytest.approx(
+            ref["pairs"]["robust-clean"][f"robust@{head}"][key], abs=1e-6)
+    # the ensemble's own white-box cell is its evaluate-style sweep, as before
+    assert d["transfer"]["ensemble"]["ensemble"] == pytest.approx(
+        d["ensemble"]["attacks"]["pgd"][head]["frame"]["acc"], abs=1e-9)
+
+
+def test_logits_of_other_checkpoints_are_not_reused(same_size, tmp_path, caplog) -> None:
+    import pandas as pd
+
+    stale = tmp_path / "logits.csv"
+    df = pd.read_csv(same_size["logits"], dtype=str, keep_default_na=False)
+    df.loc[df["scorer"] == "robust", "scorer_sha256"] = "0" * 64  # another robust checkpoint
+    df.to_csv(stale, index=False)
+    with caplog.at_level("INFO", logger="fakeproof.face_scores"):
+        d = _rerun(same_size, tmp_path, stale)
+    assert any("no scores of member(s) robust" in r.getMessage() for r in caplog.records)
+    assert d["transfer"] == same_size["detail"]["transfer"]
+
+
+def test_a_member_that_resizes_the_crops_is_measured_here(stage_run, same_size, tmp_path,
+                                                          caplog) -> None:
+    """stage_run's robust member resizes 16 px crops to 24 (evaluate would feed them as they
+    are): its logits are never taken from evaluate."""
+    with caplog.at_level("INFO", logger="fakeproof.ensemble"):
+        d = _rerun(stage_run, tmp_path, same_size["logits"])
+    assert any("robust resize the 16 px test crops" in r.getMessage() for r in caplog.records)
+    assert d["transfer"] == stage_run["detail"]["transfer"]

@@ -315,3 +315,38 @@ def test_the_spread_smallcnn_helper_scores_inputs_apart() -> None:
         c = spread_smallcnn(4, means=True)(x).reshape(-1)
     assert torch.equal(a, b)
     assert float(a.std()) > 1e-3 and not torch.allclose(a, c)
+
+
+def test_folding_batchnorm_keeps_the_function_and_leaves_the_original_alone() -> None:
+    from fakeproof.models.fold import fold_batchnorm, folded_copy
+    from fakeproof.runtime import frozen_on
+
+    torch.manual_seed(0)
+    for name in ("smallcnn", "mobilenet_v3_small"):
+        model = create_model(name)
+        for m in model.modules():  # running statistics far from the identity
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.data.uniform_(0.5, 1.5)
+                m.bias.data.uniform_(-0.2, 0.2)
+        model = frozen_on(model, torch.device("cpu"))
+        before = {k: v.clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
+        folded = folded_copy(model)
+        x = torch.rand(4, 3, 64, 64)
+        with torch.no_grad():
+            assert torch.allclose(folded(x), model(x), atol=1e-4, rtol=1e-4), name
+        left = sum(type(m) is torch.nn.BatchNorm2d for m in folded.modules())
+        had = sum(type(m) is torch.nn.BatchNorm2d for m in model.modules())
+        assert left < had, name
+        if name == "smallcnn":
+            assert left == 0
+        after = model.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before), "the original changed"
+    # the input gradient an attack uses is the same function's
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    g1, = torch.autograd.grad(model(x).sum(), x)
+    g2, = torch.autograd.grad(folded(x).sum(), x)
+    assert torch.allclose(g1, g2, atol=1e-5)
+    with pytest.raises(ValueError, match="training mode"):
+        fold_batchnorm(create_model("smallcnn").train())
