@@ -180,13 +180,14 @@ def val_attacked(model: nn.Module, val_ds: FaceDataset, boundary: Boundary, *, e
     clean and PGD: ``tpr``, ``tnr``, their minimum ``min_recall`` (the worst-class robust
     recall), ``bacc``, ``acc`` and ``n``."""
     from fakeproof.attacks import Budget
+    from fakeproof.models.fold import folded_copy
     from fakeproof.under_attack import dataset_batches, score_under_attack
 
     sample = choose_sample(val_ds.frames.reset_index(drop=True), videos or None, seed)
     was = model.training
     model.eval()
     try:
-        deployed = Deployed(model, boundary)
+        deployed = Deployed(folded_copy(model), boundary)  # BatchNorm folded (eval mode)
         res = score_under_attack(deployed, dataset_batches(val_ds, sample.index, batch_size,
                                                            sample.frames["key"].tolist()),
                                  ["pgd"], eps, Budget.pgd_only(steps), seed)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from fakeproof.attacks._base import check_eps, loss_per_sample, model_guard, two_logits
 from fakeproof.errors import FakeproofError
+from fakeproof.models.fold import folded_copy
 
 
 class ObjectiveError(FakeproofError, ValueError):
@@ -82,8 +83,11 @@ def accuracy(logits: Tensor, labels: Tensor) -> float:
 
 
 @contextlib.contextmanager
-def crafting(model: nn.Module) -> Iterator[None]:
-    """Craft adversarial examples in eval mode and float32, leaving no trace on ``model``.
+def crafting(model: nn.Module) -> Iterator[nn.Module]:
+    """Craft adversarial examples in eval mode and float32, leaving no trace on ``model``; yields
+    the module to attack: a copy of ``model`` with its BatchNorm folded into the convolutions
+    (:func:`fakeproof.models.fold.folded_copy`: the same function in eval mode, about a quarter
+    cheaper per input-gradient step on the CPU).
 
     Inside: every module in eval mode (BatchNorm uses its running statistics, dropout is off, as
     in deployment), parameters without ``requires_grad`` (:func:`~fakeproof.attacks.model_guard`),
@@ -96,7 +100,7 @@ def crafting(model: nn.Module) -> Iterator[None]:
     device = param.device.type if param is not None else "cpu"
     with model_guard(model), torch.autocast(device_type=device, enabled=False):
         model.eval()
-        yield
+        yield folded_copy(model)
 
 
 def craft_target(model: nn.Module, craft_model: Optional[nn.Module]) -> nn.Module:

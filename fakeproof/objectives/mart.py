@@ -40,8 +40,8 @@ def mart_objective(model: nn.Module, images: Tensor, labels: Tensor, *, eps: flo
                                             clean_share, craft_model)
     adv = None
     if eps > 0:
-        with crafting(target):
-            adv = pgd(target, x, y, eps=eps, alpha=alpha, steps=steps, random_start=random_start,
+        with crafting(target) as net:
+            adv = pgd(net, x, y, eps=eps, alpha=alpha, steps=steps, random_start=random_start,
                       generator=generator).detach()
     clean = logits2(model, x)
     adv_logits = clean if adv is None else logits2(model, adv)

@@ -37,8 +37,8 @@ def pgd_objective(model: nn.Module, images: Tensor, labels: Tensor, *, eps: floa
     check_beta(beta)
     n_clean = int(round(check_share("clean_share", clean_share) * len(y)))
     if n_clean < len(y) and eps > 0:
-        with crafting(craft_target(model, craft_model)):
-            adv = pgd(craft_target(model, craft_model), x[n_clean:], y[n_clean:], eps=eps,
+        with crafting(craft_target(model, craft_model)) as net:
+            adv = pgd(net, x[n_clean:], y[n_clean:], eps=eps,
                       alpha=alpha, steps=steps, random_start=random_start, generator=generator)
         x = torch.cat([x[:n_clean], adv.detach()])
     else:

@@ -43,10 +43,10 @@ def trades_objective(model: nn.Module, images: Tensor, labels: Tensor, *, eps: f
                                             clean_share, craft_model)
     adv = None
     if eps > 0:
-        with crafting(target):
+        with crafting(target) as net:
             with torch.no_grad():
-                ref = logits2(target, x)
-            adv = pgd(KLView(target, ref), x, torch.zeros_like(y), eps=eps, alpha=alpha,
+                ref = logits2(net, x)
+            adv = pgd(KLView(net, ref), x, torch.zeros_like(y), eps=eps, alpha=alpha,
                       steps=steps, random_start=True, loss="margin", generator=generator).detach()
     clean = logits2(model, x)
     if adv is None:
