@@ -81,6 +81,22 @@ def test_an_ensemble_of_two_identical_members_equals_either() -> None:
         assert torch.allclose(lopsided(x), want, atol=1e-6)
 
 
+def test_a_member_of_weight_zero_is_not_run() -> None:
+    calls = {"a": 0, "b": 0}
+    a, b = Member(detector(1), SIZE, a=1.3, b=0.2), Member(detector(2), SIZE)
+    for name, m in (("a", a), ("b", b)):
+        m.register_forward_hook(lambda *_, n=name: calls.__setitem__(n, calls[n] + 1))
+    x = images()
+    with torch.no_grad():
+        ens = Ensemble([a, b], ["a", "b"], [0.0, 1.0]).eval()
+        assert torch.equal(ens(x), b(x).reshape(ens(x).shape))
+        assert calls["a"] == 0
+        both = Ensemble([a, b], ["a", "b"], [0.25, 0.75]).eval()
+        want = 0.25 * a(x).reshape(-1) + 0.75 * b(x).reshape(-1)
+        assert torch.allclose(both(x).reshape(-1), want, atol=1e-6)
+        assert calls["a"] == 2
+
+
 def test_members_keep_their_own_input_size_normalisation_and_calibration() -> None:
     a, b = detector(2), detector(3)
     with torch.no_grad():  # another normalisation for b, as an ImageNet model would have

@@ -70,7 +70,9 @@ class Member(nn.Module):
 
 
 class _Fusion(nn.Module):
-    """The members and the weighted average of their calibrated logits."""
+    """The members and the weighted average of their calibrated logits. A member of weight 0
+    is not run: it adds nothing to the logit or its gradient (a fit that gives one member all
+    the weight costs one member's forward pass, not k)."""
 
     def __init__(self, members: Sequence[Member], weights: Sequence[float]) -> None:
         super().__init__()
@@ -78,8 +80,9 @@ class _Fusion(nn.Module):
         self.register_buffer("weights", torch.as_tensor(list(weights), dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = torch.cat([m(x).reshape(-1, 1) for m in self.members], dim=1)  # (N, k)
-        return z @ self.weights.to(z).reshape(-1, 1)
+        live = [i for i, w in enumerate(self.weights.tolist()) if w != 0.0] or [0]
+        z = torch.cat([self.members[i](x).reshape(-1, 1) for i in live], dim=1)  # (N, live)
+        return z @ self.weights[live].to(z).reshape(-1, 1)
 
 
 class Ensemble(Detector):
