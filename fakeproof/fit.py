@@ -9,13 +9,14 @@ from ``(seed, epoch)`` (:func:`epoch_seed`), so a resumed run ends with the same
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -27,13 +28,17 @@ from fakeproof import resume as resume_mod
 from fakeproof import runtime
 from fakeproof.accumulate import accumulated_backward, micro_batches
 from fakeproof.config import TrainParams
-from fakeproof.data import FaceDataset, collate_faces
+from fakeproof.data import FaceDataset, Prefetched, collate_faces
 from fakeproof.data import _worker_init as worker_init
 from fakeproof.errors import TrainingError
 from fakeproof.models import Detector, set_backbone_frozen
 from fakeproof.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+#: batches loaded ahead by a background thread when the loader has no workers (the CPU
+#: default; :class:`fakeproof.data.Prefetched`); 0: loaded in this thread between steps
+PREFETCH_DEPTH = 2
 
 #: loss of one batch: (model to train, unwrapped model for crafting, images, labels, the epoch's
 #: generator, class weights, progress in epochs: epoch + step / steps_per_epoch)
@@ -171,7 +176,19 @@ def _train_epoch(run: _Run, train_ds: FaceDataset, tp: TrainParams, rt: Runtime,
         set_backbone_frozen(run.module, epoch < tp.freeze_epochs)
     run.net.train()
     total = torch.zeros(2, dtype=torch.float64)
-    for step, (x, y, _) in enumerate(tqdm(loader, desc=f"{tag} epoch {epoch + 1}/{epochs}",
+    # no workers (the CPU default): one thread loads the next batches while this one steps
+    ahead = Prefetched(loader, PREFETCH_DEPTH) if loader.num_workers == 0 else None
+    with ahead or contextlib.nullcontext(loader) as batches:
+        _steps(run, batches, rt, epoch, epochs, step_loss, gen, total, tag)
+    if rt.distributed:
+        torch.distributed.all_reduce(total)
+    return total
+
+
+def _steps(run: _Run, batches: Iterable, rt: Runtime, epoch: int, epochs: int,
+           step_loss: StepLoss, gen: torch.Generator, total: torch.Tensor, tag: str) -> None:
+    """The updates of one epoch over ``batches``; adds (summed loss, faces) to ``total``."""
+    for step, (x, y, _) in enumerate(tqdm(batches, desc=f"{tag} epoch {epoch + 1}/{epochs}",
                                           leave=False, disable=None if rt.main else True)):
         x, y = rt.to_device(x), y.to(rt.device, non_blocking=True)
         run.opt.zero_grad(set_to_none=True)
@@ -191,9 +208,6 @@ def _train_epoch(run: _Run, train_ds: FaceDataset, tp: TrainParams, rt: Runtime,
         run.scaler.update()
         run.sched.step()
         total += torch.tensor([float(loss.detach()) * len(y), len(y)], dtype=torch.float64)
-    if rt.distributed:
-        torch.distributed.all_reduce(total)
-    return total
 
 
 def _after_epoch(run: _Run, epoch: int, epochs: int, total: torch.Tensor, seconds: float,
