@@ -219,6 +219,8 @@ class TrainParams:
     num_workers: int = Num(-1, -1, 64, "loader workers; -1 = auto (none on the CPU; on CUDA all "
                                        "cores but one, at most 16)")
     threads: int = Num(2, 1, 256)
+    decode: Literal["auto", "cpu", "device"] = "auto"  # where crops are decoded and augmented:
+    # device = on train.device, batched (fakeproof/device_feed.py); auto: device on CUDA, else cpu
     device: str = field(default="auto", metadata={"doc": "auto | cpu | cuda | cuda:N"})
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     deterministic: bool = True
@@ -443,7 +445,10 @@ def _check_cross(sections: dict) -> None:
         raise ParamsError(f"split.train + split.val + split.test = {total:g}: must sum to 1")
     if len(sections["faces"].thresholds) != 3:
         raise ParamsError("faces.thresholds: give three MTCNN thresholds, e.g. [0.6, 0.7, 0.7]")
-    device = sections["train"].device
+    device, tr = sections["train"].device, sections["train"]
+    if tr.decode == "device" and tr.sbi != "off":
+        raise ParamsError(f"train.decode = 'device' with train.sbi = {tr.sbi!r}: Self-Blended "
+                          "Images are made on the CPU path only; use train.decode: auto or cpu")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ParamsError(f"train.device = {device!r}: not allowed; use auto, cpu, cuda or cuda:N")
     ev = sections["eval"]

@@ -148,6 +148,10 @@ class FaceDataset(Dataset):
     def __len__(self) -> int:
         return len(self._keys)
 
+    def stored_value(self, index: int) -> bytes:
+        """Item ``index``'s bytes as stored (header + encoded crop; :mod:`fakeproof.store`)."""
+        return self.store.get_value(self._keys[int(index)])
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         index = int(index)
         # numpy for the per-item arithmetic: single-threaded by construction. torch's intra-op

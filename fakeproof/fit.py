@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
+from fakeproof import device_feed
 from fakeproof import resume as resume_mod
 from fakeproof import runtime
 from fakeproof.accumulate import accumulated_backward, micro_batches
@@ -91,20 +92,25 @@ def train_loader(ds: FaceDataset, tp: TrainParams, rt: Runtime, seed: int, epoch
     """The loader of one epoch: a shuffle seeded by (seed, epoch), split across processes by a
     DistributedSampler under DDP; pinned memory on CUDA. A fresh loader per epoch hands each
     worker the dataset's epoch (the augmentation stream), so workers are not kept alive across
-    epochs; the LMDB store opens lazily inside each worker (fakeproof.store.FaceStore)."""
+    epochs; the LMDB store opens lazily inside each worker (fakeproof.store.FaceStore). With
+    ``train.decode`` resolving to device, items are crops still packed (JPEG bytes or uint8) with
+    their drawn augmentation, decoded and augmented on the device (:mod:`fakeproof.device_feed`)."""
     ds.set_epoch(epoch)
+    packed = device_feed.resolve_decode(tp.decode, ds.sbi, rt.device) == "device"
+    data = device_feed.PackedDataset(ds) if packed else ds
     if rt.distributed:
-        sampler = DistributedSampler(ds, num_replicas=rt.world_size, rank=rt.rank, shuffle=True,
+        sampler = DistributedSampler(data, num_replicas=rt.world_size, rank=rt.rank, shuffle=True,
                                      seed=seed)
         sampler.set_epoch(epoch)
     else:
         g = torch.Generator()
         g.manual_seed(epoch_seed(seed, epoch))
-        sampler = RandomSampler(ds, generator=g)
+        sampler = RandomSampler(data, generator=g)
     workers = workers_for(tp, rt)
     per_rank = max(1, tp.batch_size // rt.world_size)
-    return DataLoader(ds, batch_size=per_rank * tp.grad_accum, sampler=sampler, num_workers=workers,
-                      collate_fn=collate_faces, pin_memory=rt.device.type == "cuda",
+    collate = device_feed.collate_packed(ds.augment) if packed else collate_faces
+    return DataLoader(data, batch_size=per_rank * tp.grad_accum, sampler=sampler, num_workers=workers,
+                      collate_fn=collate, pin_memory=rt.device.type == "cuda",
                       worker_init_fn=worker_init if workers > 0 else None)
 
 
@@ -190,6 +196,8 @@ def _steps(run: _Run, batches: Iterable, rt: Runtime, epoch: int, epochs: int,
     """The updates of one epoch over ``batches``; adds (summed loss, faces) to ``total``."""
     for step, (x, y, _) in enumerate(tqdm(batches, desc=f"{tag} epoch {epoch + 1}/{epochs}",
                                           leave=False, disable=None if rt.main else True)):
+        if isinstance(x, device_feed.Packed):  # train.decode: device
+            x = device_feed.images(x, rt.device)
         x, y = rt.to_device(x), y.to(rt.device, non_blocking=True)
         run.opt.zero_grad(set_to_none=True)
         # train.grad_accum micro-batches per update (one when 1: the plain step, bit for bit)
