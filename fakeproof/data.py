@@ -35,6 +35,7 @@ Training-only options (a val or test dataset asked for one is refused, like augm
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
 import threading
@@ -272,6 +273,17 @@ def threads_are_per_thread() -> bool:
     return "parallel backend: OpenMP" in torch.__config__.parallel_info()
 
 
+def _lower_priority() -> None:
+    """Give the calling thread the lowest CPU priority (Linux: a thread's nice value is its own):
+    the step's intra-op threads keep the cores they want and loading fills the gaps between
+    them (Python, serial ops), rather than taking a core from a parallel region that then waits
+    for its slowest thread. Elsewhere: nothing."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
+
+
 class Prefetched:
     """Iterate a ``num_workers: 0`` DataLoader with the next ``depth`` batches read, decoded
     and augmented by one background thread while the caller trains on the current one.
@@ -302,6 +314,7 @@ class Prefetched:
 
     def _run(self, caller_threads: int) -> None:
         torch.set_num_threads(1)
+        _lower_priority()
         try:
             for batch in self._it:
                 if not self._put(("batch", batch)):

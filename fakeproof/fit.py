@@ -38,7 +38,7 @@ from fakeproof.runtime import Runtime
 log = logging.getLogger(__name__)
 
 #: batches loaded ahead by a background thread when the loader has no workers (the CPU
-#: default; :class:`fakeproof.data.Prefetched`); 0: loaded in this thread between steps
+#: default; :class:`fakeproof.data.Prefetched`) and a core is free for it (:func:`prefetch_depth`)
 PREFETCH_DEPTH = 2
 
 #: loss of one batch: (model to train, unwrapped model for crafting, images, labels, the epoch's
@@ -85,6 +85,17 @@ def workers_for(tp: TrainParams, rt: Runtime) -> int:
         return 0
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     return max(1, min(16, (os.cpu_count() or 2) // local - 1))
+
+
+def prefetch_depth() -> int:
+    """:data:`PREFETCH_DEPTH` when this process may run on more cores than the step's intra-op
+    threads (``train.threads``), else 0 (batches load between steps, as before the thread). A
+    loading thread pays only with a free core: on 2 cores and 2 threads it takes cycles from the
+    step's parallel regions, which then wait for their slowest thread, and measured slower than
+    loading inline (``benchmarks/bench_train.py``, the ``prefetch ratio`` column)."""
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)
+    return PREFETCH_DEPTH if cores > torch.get_num_threads() else 0
 
 
 def train_loader(ds: FaceDataset, tp: TrainParams, rt: Runtime, seed: int, epoch: int
@@ -183,7 +194,7 @@ def _train_epoch(run: _Run, train_ds: FaceDataset, tp: TrainParams, rt: Runtime,
     run.net.train()
     total = torch.zeros(2, dtype=torch.float64)
     # no workers (the CPU default): one thread loads the next batches while this one steps
-    ahead = Prefetched(loader, PREFETCH_DEPTH) if loader.num_workers == 0 else None
+    ahead = Prefetched(loader, prefetch_depth()) if loader.num_workers == 0 else None
     with ahead or contextlib.nullcontext(loader) as batches:
         _steps(run, batches, rt, epoch, epochs, step_loss, gen, total, tag)
     if rt.distributed:

@@ -1,7 +1,8 @@
 """The background prefetch of ``num_workers: 0`` loaders (:class:`fakeproof.data.Prefetched`,
-used by :func:`fakeproof.fit.fit`): the same batches in the same order, the same trained weights
-bit for bit as loading between steps, the caller's torch thread count untouched while the thread
-augments, and no thread left behind when the caller or the dataset raises."""
+used by :func:`fakeproof.fit.fit` when a core is left over by the step's threads): the same
+batches in the same order, the same trained weights bit for bit as loading between steps, the
+caller's torch thread count untouched while the thread augments, and no thread left behind when
+the caller or the dataset raises."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def two_threads():
 def _train(paths, tmp_path, depth: int, monkeypatch, threads_seen: list) -> tuple[dict, torch.Tensor]:
     """Two epochs of ``fit`` (smallcnn, ``standard`` augmentation, PNG crops) with prefetch
     ``depth``; the state dict and the global RNG state after."""
-    monkeypatch.setattr(fit_mod, "PREFETCH_DEPTH", depth)
+    monkeypatch.setattr(fit_mod, "prefetch_depth", lambda: depth)  # forced, whatever the cores
     tp = replace(tiny_params().train, batch_size=8, threads=2, augment="standard")
     torch.manual_seed(0)
     model = create_model("smallcnn")
@@ -93,6 +94,13 @@ def test_the_same_batches_in_the_same_order(paths) -> None:
 def test_a_per_thread_backend_starts_the_thread() -> None:
     # the default builds use OpenMP; without it the iteration runs in the caller (no overlap)
     assert threads_are_per_thread()
+
+
+def test_the_thread_runs_only_with_a_core_left_over(monkeypatch, two_threads) -> None:
+    monkeypatch.setattr(fit_mod.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert fit_mod.prefetch_depth() == 0  # 2 cores, 2 intra-op threads: load between steps
+    monkeypatch.setattr(fit_mod.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert fit_mod.prefetch_depth() == fit_mod.PREFETCH_DEPTH
 
 
 def test_the_thread_stops_when_the_caller_leaves_early(paths) -> None:
