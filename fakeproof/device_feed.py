@@ -25,6 +25,11 @@ the grey, which JPEG's 8-bit rounding can turn into one level in a rare pixel):
 ``tests/test_device_feed.py`` holds both. On CUDA, nvJPEG's decoder and encoder and the
 convolutions round differently, so the test compares statistics there.
 
+Decoding and augmenting run in the training process's main thread, on the device's stream,
+before each step (:func:`images`, called by :func:`fakeproof.fit.fit`): kernels queue behind the
+previous step's, but nvJPEG's host-side work and the per-item loops' launches are not overlapped
+with the step (not measured: no GPU was at hand when this was written).
+
 Self-Blended Images (``train.sbi`` != off) stay on the CPU path: blending needs landmarks, masks
 and per-item warps that are not batched here; ``auto`` then picks ``cpu`` and ``device`` is
 refused by the params loader (:mod:`fakeproof.config`).
@@ -32,8 +37,9 @@ refused by the params loader (:mod:`fakeproof.config`).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -129,21 +135,13 @@ def images(packed: Packed, device: torch.device) -> torch.Tensor:
     if packed.preset == "none":
         return x
     # on the CPU one intra-op thread, as the CPU path (antialiased resizing rounds by count)
-    with one_thread() if device.type == "cpu" else _nothing():
+    with one_thread() if device.type == "cpu" else contextlib.nullcontext():
         for step in PRESETS[packed.preset]:
             rows = [(i, args) for i, steps in enumerate(packed.drawn)
                     for op, args in steps if op == step.op]
             if rows:
                 x = DEVICE_OPS[step.op](x, [i for i, _ in rows], [a for _, a in rows])
     return x.clamp_(0.0, 1.0)
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 # ------------------------------------------------------------------------------------------------
