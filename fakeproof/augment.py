@@ -43,7 +43,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Union
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -70,7 +70,7 @@ class Step:
 
 
 # ------------------------------------------------------------------------------------------------
-# ops: (image, rng, *args) -> image, float32 (3, H, W) in [0, 1]
+# ops: draw magnitudes from an item's generator, apply them to float32 (3, H, W) in [0, 1]
 # ------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
@@ -91,74 +91,124 @@ def _tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img))
 
 
-def flip(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+# Each op is two functions: ``draw_<op>(rng, h, w, *args)`` draws its magnitudes from the item's
+# generator, in the order the op always drew them, and returns them as a tuple;
+# ``<op>_with(img, *drawn)`` applies them. The CPU path runs both in turn per item
+# (:func:`augment_image`); the device path (:mod:`fakeproof.device_feed`) draws in the dataset and
+# applies to batches on the device.
+def draw_flip(rng: np.random.Generator, h: int, w: int) -> tuple:
+    return ()
+
+
+def flip_with(img: np.ndarray) -> np.ndarray:
     """Horizontal mirror image (the step's ``p`` decides whether it happens)."""
     return img[:, :, ::-1]
 
 
-def jitter(img: np.ndarray, rng: np.random.Generator, brightness: float, contrast: float,
-           saturation: float = 0.0) -> np.ndarray:
-    """Contrast about the mean grey, then brightness, then saturation about each pixel's luma;
-    factors drawn in [1 - a, 1 + a] (brightness first, then contrast, then saturation if > 0)."""
+def draw_jitter(rng: np.random.Generator, h: int, w: int, brightness: float, contrast: float,
+                saturation: float = 0.0) -> tuple:
+    """Factors in [1 - a, 1 + a]: brightness, contrast, then saturation if > 0 (else None)."""
     b = rng.uniform(1 - brightness, 1 + brightness)
     c = rng.uniform(1 - contrast, 1 + contrast)
+    s = np.float32(rng.uniform(1 - saturation, 1 + saturation)) if saturation > 0 else None
+    return b, c, s
+
+
+def jitter_with(img: np.ndarray, b: float, c: float, s: Optional[np.float32]) -> np.ndarray:
+    """Contrast about the mean grey, then brightness, then saturation about each pixel's luma."""
     grey = np.float32((LUMA[0] * img[0] + LUMA[1] * img[1] + LUMA[2] * img[2]).mean())
     out = (img - grey) * np.float32(c) + grey
     out *= np.float32(b)
-    if saturation > 0:
-        s = np.float32(rng.uniform(1 - saturation, 1 + saturation))
+    if s is not None:
         luma = (np.float32(LUMA[0]) * out[0] + np.float32(LUMA[1]) * out[1]
                 + np.float32(LUMA[2]) * out[2])
         out = (out - luma) * s + luma
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def resized_crop(img: np.ndarray, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
-    """A crop of ``lo``-``hi`` of the area (aspect 3/4-4/3) resized back to the input size."""
-    _, h, w = img.shape
+def draw_resized_crop(rng: np.random.Generator, h: int, w: int, lo: float, hi: float) -> tuple:
+    """(top, left, height, width) of a crop of ``lo``-``hi`` of the area, aspect 3/4-4/3."""
     area = rng.uniform(lo, hi) * h * w
     ratio = math.exp(rng.uniform(math.log(ASPECT[0]), math.log(ASPECT[1])))
     ch = min(h, max(1, round(math.sqrt(area / ratio))))
     cw = min(w, max(1, round(math.sqrt(area * ratio))))
-    top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    out = TF.resized_crop(_tensor(img), top, left, ch, cw, [h, w], antialias=True)
+    return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
+
+
+def resized_crop_with(img: np.ndarray, top: int, left: int, ch: int, cw: int) -> np.ndarray:
+    """The crop resized back to the input size (antialiased)."""
+    out = TF.resized_crop(_tensor(img), top, left, ch, cw, list(img.shape[1:]), antialias=True)
     return np.clip(out.numpy(), 0.0, 1.0)
 
 
-def gaussian_blur(img: np.ndarray, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
-    """Gaussian blur with sigma in [lo, hi] pixels (kernel 2 * ceil(3 sigma) + 1)."""
+def draw_gaussian_blur(rng: np.random.Generator, h: int, w: int, lo: float, hi: float) -> tuple:
+    """(kernel, sigma): sigma in [lo, hi] pixels, kernel 2 * ceil(3 sigma) + 1 (within the crop)."""
     sigma = rng.uniform(lo, hi)
-    k = min(2 * math.ceil(3 * sigma) + 1, 2 * (min(img.shape[1:]) // 2) - 1)
+    return min(2 * math.ceil(3 * sigma) + 1, 2 * (min(h, w) // 2) - 1), sigma
+
+
+def gaussian_blur_with(img: np.ndarray, k: int, sigma: float) -> np.ndarray:
     return TF.gaussian_blur(_tensor(img), [k, k], [sigma, sigma]).numpy()
 
 
-def downscale(img: np.ndarray, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
-    """Downscale by a factor in [lo, hi] (antialiased), then upscale back (bilinear)."""
-    _, h, w = img.shape
+def draw_downscale(rng: np.random.Generator, h: int, w: int, lo: float, hi: float) -> tuple:
+    """The small size for a factor in [lo, hi]."""
     f = rng.uniform(lo, hi)
-    small = TF.resize(_tensor(img), [max(1, round(h * f)), max(1, round(w * f))], antialias=True)
-    return np.clip(TF.resize(small, [h, w], antialias=False).numpy(), 0.0, 1.0)
+    return max(1, round(h * f)), max(1, round(w * f))
 
 
-def gaussian_noise(img: np.ndarray, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
-    """Additive white Gaussian noise, sigma in [lo, hi] (pixel units), from the item's generator
+def downscale_with(img: np.ndarray, sh: int, sw: int) -> np.ndarray:
+    """Downscale (antialiased), then upscale back (bilinear)."""
+    small = TF.resize(_tensor(img), [sh, sw], antialias=True)
+    return np.clip(TF.resize(small, list(img.shape[1:]), antialias=False).numpy(), 0.0, 1.0)
+
+
+def draw_gaussian_noise(rng: np.random.Generator, h: int, w: int, lo: float, hi: float) -> tuple:
+    """(sigma, noise field (3, h, w) float32): white Gaussian noise from the item's generator
     (torchvision's ``gaussian_noise`` draws from the global RNG, so it is not used)."""
     sigma = np.float32(rng.uniform(lo, hi))
-    out = img + rng.standard_normal(img.shape, dtype=np.float32) * sigma
+    return sigma, rng.standard_normal((3, h, w), dtype=np.float32)
+
+
+def gaussian_noise_with(img: np.ndarray, sigma: np.float32, noise: np.ndarray) -> np.ndarray:
+    out = img + noise * sigma
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def jpeg(img: np.ndarray, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
-    """JPEG re-compression at a quality in [lo, hi] (libjpeg through torchvision)."""
-    q = int(rng.integers(int(lo), int(hi) + 1))
+def draw_jpeg(rng: np.random.Generator, h: int, w: int, lo: float, hi: float) -> tuple:
+    """The quality, in [lo, hi]."""
+    return (int(rng.integers(int(lo), int(hi) + 1)),)
+
+
+def jpeg_with(img: np.ndarray, q: int) -> np.ndarray:
+    """JPEG re-compression at quality ``q`` (libjpeg through torchvision)."""
     u8 = _tensor(np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8))
     return TF.jpeg(u8, q).numpy().astype(np.float32) * np.float32(1.0 / 255.0)
 
 
-OPS: dict[str, Callable[..., np.ndarray]] = {
-    "resized_crop": resized_crop, "flip": flip, "jitter": jitter, "gaussian_blur": gaussian_blur,
-    "downscale": downscale, "gaussian_noise": gaussian_noise, "jpeg": jpeg,
+DRAW: dict[str, Callable[..., tuple]] = {
+    "resized_crop": draw_resized_crop, "flip": draw_flip, "jitter": draw_jitter,
+    "gaussian_blur": draw_gaussian_blur, "downscale": draw_downscale,
+    "gaussian_noise": draw_gaussian_noise, "jpeg": draw_jpeg,
 }
+APPLY: dict[str, Callable[..., np.ndarray]] = {
+    "resized_crop": resized_crop_with, "flip": flip_with, "jitter": jitter_with,
+    "gaussian_blur": gaussian_blur_with, "downscale": downscale_with,
+    "gaussian_noise": gaussian_noise_with, "jpeg": jpeg_with,
+}
+
+
+def _op(name: str) -> Callable[..., np.ndarray]:
+    def op(img: np.ndarray, rng: np.random.Generator, *args: float) -> np.ndarray:
+        return APPLY[name](img, *DRAW[name](rng, *img.shape[1:], *args))
+    op.__name__ = name
+    op.__doc__ = f"``{name}`` in one call: draw its magnitudes from ``rng``, apply them."
+    return op
+
+
+#: ops in one call: (image, rng, *args) -> image, float32 (3, H, W) in [0, 1]
+OPS: dict[str, Callable[..., np.ndarray]] = {name: _op(name) for name in DRAW}
+flip, jpeg = OPS["flip"], OPS["jpeg"]  # fakeproof.sbi's
 
 PRESETS: dict[str, tuple[Step, ...]] = {
     "none": (),
@@ -204,12 +254,25 @@ def apply_step(img: np.ndarray, step: Step, rng: np.random.Generator) -> np.ndar
     return OPS[step.op](img, rng, *step.args)
 
 
+def draw_preset(preset: str, rng: np.random.Generator, h: int, w: int) -> list[tuple[str, tuple]]:
+    """The ``(op, drawn magnitudes)`` of the steps of ``preset`` that run on an (h, w) item, in
+    order: each step with ``p < 1`` draws whether it runs, then its op draws (the draws of
+    :func:`apply_step`, in the same order from the same generator; every op keeps the size)."""
+    out = []
+    for step in PRESETS[preset]:
+        if step.p < 1.0 and rng.random() >= step.p:
+            continue
+        out.append((step.op, DRAW[step.op](rng, h, w, *step.args)))
+    return out
+
+
 def augment_image(img: np.ndarray, preset: str, rng: np.random.Generator) -> np.ndarray:
     """``img`` (float32 (3, H, W) in [0, 1]) through every step of ``preset``; a new contiguous
     float32 array (``img`` is never written to)."""
+    drawn = draw_preset(preset, rng, *img.shape[1:])
     with one_thread():
-        for step in PRESETS[preset]:
-            img = apply_step(img, step, rng)
+        for op, args in drawn:
+            img = APPLY[op](img, *args)
     return clamp01(img)
 
 
@@ -226,8 +289,8 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch), int(index)])
 
 
-__all__ = ["AugmentError", "OPS", "PRESETS", "Step", "apply_step", "augment_image", "clamp01",
-           "item_rng", "one_thread", "resolve_preset"]
+__all__ = ["APPLY", "AugmentError", "DRAW", "OPS", "PRESETS", "Step", "apply_step", "augment_image",
+           "clamp01", "draw_preset", "item_rng", "one_thread", "resolve_preset"]
 
 if tuple(PRESETS) != tuple(AUGMENT_PRESETS):
     raise ImportError("fakeproof.augment: PRESETS must list exactly fakeproof.config.AUGMENT_PRESETS")

@@ -219,6 +219,8 @@ class TrainParams:
     num_workers: int = Num(-1, -1, 64, "loader workers; -1 = auto (none on the CPU; on CUDA all "
                                        "cores but one, at most 16)")
     threads: int = Num(2, 1, 256)
+    decode: Literal["auto", "cpu", "device"] = "auto"  # where crops are decoded and augmented:
+    # device = on train.device, batched (fakeproof/device_feed.py); auto: device on CUDA, else cpu
     device: str = field(default="auto", metadata={"doc": "auto | cpu | cuda | cuda:N"})
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     deterministic: bool = True
@@ -234,6 +236,7 @@ class AdvParams:
                                  "fgsm_rs, Wong et al. 2020)")
     steps: int = Num(5, 1, 1000)
     random_start: bool = True
+    craft_precision: Literal["float32", "amp"] = "float32"  # amp: craft under train.amp's autocast
     clean_share: float = Num(0.0, 0.0, 1.0, "share of each batch left clean (pgd, fgsm_rs); 0: Madry")
     method: Literal["pgd", "fgsm_rs", "trades", "mart"] = "pgd"  # fakeproof/objectives
     beta: float = Num(6.0, 0.0, 1000.0, "weight of the KL term of trades and mart (papers: 6)")
@@ -376,11 +379,7 @@ def _bounds(meta: dict) -> str:
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is not None and hi is not None:
         return f" in [{lo:g}, {hi:g}]"
-    if lo is not None:
-        return f" >= {lo:g}"
-    if hi is not None:
-        return f" <= {hi:g}"
-    return ""
+    return f" >= {lo:g}" if lo is not None else f" <= {hi:g}" if hi is not None else ""
 
 
 def _check_bounds(value: float, key: str, meta: dict) -> None:
@@ -390,8 +389,7 @@ def _check_bounds(value: float, key: str, meta: dict) -> None:
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
-    if raw is None:
-        raw = {}
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ParamsError(f"{prefix} = {raw!r}: not a mapping; give {prefix} as a section of keys")
     hints = typing.get_type_hints(cls)
@@ -431,12 +429,9 @@ def params_from_dict(raw: Any, source: str = PARAMS_FILE) -> Params:
         optional = {f.name for f in dataclasses.fields(Params)
                     if f.default_factory is not dataclasses.MISSING}  # type: ignore[misc]
         for name in sections:
-            if name not in raw and name in optional:
-                kwargs[name] = _build(hints[name], {}, name)
-                continue
-            if name not in raw:
+            if name not in raw and name not in optional:
                 raise ParamsError(f"{name}: missing section; add '{name}:' (see README, Parameters)")
-            kwargs[name] = _build(hints[name], raw[name], name)
+            kwargs[name] = _build(hints[name], raw.get(name, {}), name)
         _check_cross(kwargs)
         return Params(**kwargs)
     except ParamsError as e:
@@ -450,7 +445,10 @@ def _check_cross(sections: dict) -> None:
         raise ParamsError(f"split.train + split.val + split.test = {total:g}: must sum to 1")
     if len(sections["faces"].thresholds) != 3:
         raise ParamsError("faces.thresholds: give three MTCNN thresholds, e.g. [0.6, 0.7, 0.7]")
-    device = sections["train"].device
+    device, tr = sections["train"].device, sections["train"]
+    if tr.decode == "device" and tr.sbi != "off":
+        raise ParamsError(f"train.decode = 'device' with train.sbi = {tr.sbi!r}: Self-Blended "
+                          "Images are made on the CPU path only; use train.decode: auto or cpu")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ParamsError(f"train.device = {device!r}: not allowed; use auto, cpu, cuda or cuda:N")
     ev = sections["eval"]

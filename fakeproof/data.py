@@ -35,10 +35,13 @@ Training-only options (a val or test dataset asked for one is refused, like augm
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import random
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -145,6 +148,10 @@ class FaceDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def stored_value(self, index: int) -> bytes:
+        """Item ``index``'s bytes as stored (header + encoded crop; :mod:`fakeproof.store`)."""
+        return self.store.get_value(self._keys[int(index)])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         index = int(index)
@@ -257,3 +264,109 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: 
                       collate_fn=collate_faces, generator=g,
                       worker_init_fn=_worker_init if num_workers > 0 else None,
                       drop_last=drop_last, persistent_workers=False, pin_memory=False)
+
+
+def threads_are_per_thread() -> bool:
+    """Whether ``torch.set_num_threads`` sets only the calling thread's intra-op count: true
+    with ATen's OpenMP backend (an ICV of the calling thread; the default builds), false with
+    the native pool, where one count serves the whole process."""
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def _lower_priority() -> None:
+    """Give the calling thread the lowest CPU priority (Linux: a thread's nice value is its own):
+    the step's intra-op threads keep the cores they want and loading fills the gaps between
+    them (Python, serial ops), rather than taking a core from a parallel region that then waits
+    for its slowest thread. Elsewhere: nothing."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
+
+
+class Prefetched:
+    """Iterate a ``num_workers: 0`` DataLoader with the next ``depth`` batches read, decoded
+    and augmented by one background thread while the caller trains on the current one.
+
+    The batches, their order and every pixel are those of ``iter(loader)``: the thread only runs
+    that iterator ahead (its items are seeded per item, its shuffle by its own generator). The
+    iterator is made here, in the caller's thread, because a DataLoader draws its base seed from
+    the global torch RNG when it is made; the thread draws nothing from it. The thread runs torch
+    on one intra-op thread (as a DataLoader worker; with OpenMP the count is per thread, so the
+    caller keeps ``train.threads``: :func:`threads_are_per_thread`; without it no thread is
+    started and batches load in the caller, as before). PNG/JPEG decoding and numpy release the
+    GIL, so decoding overlaps the step. :meth:`close` (a ``with`` block, or the end of the
+    iteration) stops and joins the thread, on an exception in the caller too; an exception in
+    the thread is raised in the caller at the batch it would have produced. ``depth`` 0: no
+    thread, the plain iteration.
+    """
+
+    def __init__(self, loader: DataLoader, depth: int = 2) -> None:
+        self._len = len(loader)
+        self._it: Iterator = iter(loader)
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        if depth > 0 and threads_are_per_thread():
+            self._thread = threading.Thread(target=self._run, args=(torch.get_num_threads(),),
+                                            name="fakeproof-prefetch", daemon=True)
+            self._thread.start()
+
+    def _run(self, caller_threads: int) -> None:
+        torch.set_num_threads(1)
+        _lower_priority()
+        try:
+            for batch in self._it:
+                if not self._put(("batch", batch)):
+                    return
+            self._put(("end", None))
+        except BaseException as e:  # handed to the caller, raised there
+            self._put(("error", e))
+        finally:
+            # set_num_threads also records the count new threads start with: leave the caller's
+            torch.set_num_threads(caller_threads)
+
+    def _put(self, item: tuple[str, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> "Prefetched":
+        return self
+
+    def __next__(self) -> Any:
+        if self._thread is None:
+            return next(self._it)
+        if self._stop.is_set():
+            raise StopIteration
+        kind, value = self._queue.get()
+        if kind == "batch":
+            return value
+        self.close()
+        if kind == "error":
+            raise value
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop the thread and wait for it (a batch it is loading is finished, then dropped)."""
+        self._stop.set()
+        if self._thread is not None:
+            while self._thread.is_alive():
+                try:  # unblock a put waiting on a full queue
+                    self._queue.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            self._thread.join()
+
+    def __enter__(self) -> "Prefetched":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -9,13 +9,14 @@ from ``(seed, epoch)`` (:func:`epoch_seed`), so a resumed run ends with the same
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -23,17 +24,22 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
+from fakeproof import device_feed
 from fakeproof import resume as resume_mod
 from fakeproof import runtime
 from fakeproof.accumulate import accumulated_backward, micro_batches
 from fakeproof.config import TrainParams
-from fakeproof.data import FaceDataset, collate_faces
+from fakeproof.data import FaceDataset, Prefetched, collate_faces
 from fakeproof.data import _worker_init as worker_init
 from fakeproof.errors import TrainingError
 from fakeproof.models import Detector, set_backbone_frozen
 from fakeproof.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+#: batches loaded ahead by a background thread when the loader has no workers (the CPU
+#: default; :class:`fakeproof.data.Prefetched`) and a core is free for it (:func:`prefetch_depth`)
+PREFETCH_DEPTH = 2
 
 #: loss of one batch: (model to train, unwrapped model for crafting, images, labels, the epoch's
 #: generator, class weights, progress in epochs: epoch + step / steps_per_epoch)
@@ -81,25 +87,41 @@ def workers_for(tp: TrainParams, rt: Runtime) -> int:
     return max(1, min(16, (os.cpu_count() or 2) // local - 1))
 
 
+def prefetch_depth() -> int:
+    """:data:`PREFETCH_DEPTH` when this process may run on more cores than the step's intra-op
+    threads (``train.threads``), else 0 (batches load between steps, as before the thread). A
+    loading thread pays only with a free core: on 2 cores and 2 threads it takes cycles from the
+    step's parallel regions, which then wait for their slowest thread, and measured slower than
+    loading inline (``benchmarks/bench_train.py``, the ``prefetch ratio`` column)."""
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)
+    return PREFETCH_DEPTH if cores > torch.get_num_threads() else 0
+
+
 def train_loader(ds: FaceDataset, tp: TrainParams, rt: Runtime, seed: int, epoch: int
                  ) -> DataLoader:
     """The loader of one epoch: a shuffle seeded by (seed, epoch), split across processes by a
     DistributedSampler under DDP; pinned memory on CUDA. A fresh loader per epoch hands each
     worker the dataset's epoch (the augmentation stream), so workers are not kept alive across
-    epochs; the LMDB store opens lazily inside each worker (fakeproof.store.FaceStore)."""
+    epochs; the LMDB store opens lazily inside each worker (fakeproof.store.FaceStore). With
+    ``train.decode`` resolving to device, items are crops still packed (JPEG bytes or uint8) with
+    their drawn augmentation, decoded and augmented on the device (:mod:`fakeproof.device_feed`)."""
     ds.set_epoch(epoch)
+    packed = device_feed.resolve_decode(tp.decode, ds.sbi, rt.device) == "device"
+    data = device_feed.PackedDataset(ds) if packed else ds
     if rt.distributed:
-        sampler = DistributedSampler(ds, num_replicas=rt.world_size, rank=rt.rank, shuffle=True,
+        sampler = DistributedSampler(data, num_replicas=rt.world_size, rank=rt.rank, shuffle=True,
                                      seed=seed)
         sampler.set_epoch(epoch)
     else:
         g = torch.Generator()
         g.manual_seed(epoch_seed(seed, epoch))
-        sampler = RandomSampler(ds, generator=g)
+        sampler = RandomSampler(data, generator=g)
     workers = workers_for(tp, rt)
     per_rank = max(1, tp.batch_size // rt.world_size)
-    return DataLoader(ds, batch_size=per_rank * tp.grad_accum, sampler=sampler, num_workers=workers,
-                      collate_fn=collate_faces, pin_memory=rt.device.type == "cuda",
+    collate = device_feed.collate_packed(ds.augment) if packed else collate_faces
+    return DataLoader(data, batch_size=per_rank * tp.grad_accum, sampler=sampler, num_workers=workers,
+                      collate_fn=collate, pin_memory=rt.device.type == "cuda",
                       worker_init_fn=worker_init if workers > 0 else None)
 
 
@@ -171,8 +193,22 @@ def _train_epoch(run: _Run, train_ds: FaceDataset, tp: TrainParams, rt: Runtime,
         set_backbone_frozen(run.module, epoch < tp.freeze_epochs)
     run.net.train()
     total = torch.zeros(2, dtype=torch.float64)
-    for step, (x, y, _) in enumerate(tqdm(loader, desc=f"{tag} epoch {epoch + 1}/{epochs}",
+    # no workers (the CPU default): one thread loads the next batches while this one steps
+    ahead = Prefetched(loader, prefetch_depth()) if loader.num_workers == 0 else None
+    with ahead or contextlib.nullcontext(loader) as batches:
+        _steps(run, batches, rt, epoch, epochs, step_loss, gen, total, tag)
+    if rt.distributed:
+        torch.distributed.all_reduce(total)
+    return total
+
+
+def _steps(run: _Run, batches: Iterable, rt: Runtime, epoch: int, epochs: int,
+           step_loss: StepLoss, gen: torch.Generator, total: torch.Tensor, tag: str) -> None:
+    """The updates of one epoch over ``batches``; adds (summed loss, faces) to ``total``."""
+    for step, (x, y, _) in enumerate(tqdm(batches, desc=f"{tag} epoch {epoch + 1}/{epochs}",
                                           leave=False, disable=None if rt.main else True)):
+        if isinstance(x, device_feed.Packed):  # train.decode: device
+            x = device_feed.images(x, rt.device)
         x, y = rt.to_device(x), y.to(rt.device, non_blocking=True)
         run.opt.zero_grad(set_to_none=True)
         # train.grad_accum micro-batches per update (one when 1: the plain step, bit for bit)
@@ -191,9 +227,6 @@ def _train_epoch(run: _Run, train_ds: FaceDataset, tp: TrainParams, rt: Runtime,
         run.scaler.update()
         run.sched.step()
         total += torch.tensor([float(loss.detach()) * len(y), len(y)], dtype=torch.float64)
-    if rt.distributed:
-        torch.distributed.all_reduce(total)
-    return total
 
 
 def _after_epoch(run: _Run, epoch: int, epochs: int, total: torch.Tensor, seconds: float,

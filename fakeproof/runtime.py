@@ -7,8 +7,9 @@ reference, ``references/classification/train.py`` and ``utils.init_distributed_m
 - ``train.amp``: ``auto`` (bf16 on a CUDA device that supports it, fp16 on older CUDA devices, off
   on the CPU), ``off``, ``bf16`` or ``fp16`` (fp16 uses a GradScaler). Autocast covers the
   training forward pass and loss only. Attacks (the PGD examples of adversarial training, every
-  evaluation attack) always run in float32: an fp16 input gradient underflows to zero for
-  confident samples (the loss gradient of a logit near 10 is about 4.5e-5, near fp16's smallest
+  evaluation attack) run in float32 (the training attack under autocast only with
+  ``adv.craft_precision: amp``, which bench_train.py gpu checks): an fp16 input gradient
+  underflows to zero for confident samples (the loss gradient of a logit near 10 is about 4.5e-5, near fp16's smallest
   normal 6.1e-5), which would make an attack silently weaker and a model look robust.
 - ``train.deterministic``: seeded, deterministic algorithms. On the CPU the same params and data
   give byte-identical weights (on the same CPU model). On CUDA it sets

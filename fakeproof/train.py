@@ -17,8 +17,8 @@
   stays clean and the rest is replaced by L-inf PGD examples (``adv.eps``, ``adv.alpha``,
   ``adv.steps``, random start) crafted against the current weights in eval mode (BatchNorm running
   statistics are used while attacking and left untouched by it).
-- Where and how (:mod:`fakeproof.runtime`): ``train.device``, ``train.amp`` (attacks always craft
-  in float32), ``train.deterministic``, ``train.nproc`` (DistributedDataParallel, rank 0 scores,
+- Where and how (:mod:`fakeproof.runtime`): ``train.device``, ``train.amp`` (attacks craft in
+  float32; the training attack under train.amp's autocast with ``adv.craft_precision: amp``), ``train.deterministic``, ``train.nproc`` (DistributedDataParallel, rank 0 scores,
   logs and writes). Every epoch reseeds its shuffle, dropout and attack starts from
   ``(seed, epoch)`` and ends with a resume state (:mod:`fakeproof.resume`): a killed stage re-run
   continues from its last completed epoch and ends with the same bytes.
@@ -47,7 +47,8 @@ from fakeproof.fit import StepLoss, fit, weighted_bce
 from fakeproof.io import write_csv, write_json
 from fakeproof.metrics import binary_metrics
 from fakeproof.models import create_model, load_checkpoint, save_checkpoint
-from fakeproof.objectives import catastrophic_overfit, get_objective, train_alpha, warmup_budget
+from fakeproof.objectives import (catastrophic_overfit, craft_precision, get_objective, train_alpha,
+                                  warmup_budget)
 from fakeproof.predict import logits_of, proba
 from fakeproof.recipe import build_recipe
 from fakeproof.sampling import choose_sample
@@ -225,14 +226,14 @@ def _adv_val_scores(model: nn.Module, val_ds: FaceDataset, ap: AdvParams, batch_
 
 def _objective_loss(rt: runtime.Runtime, ap: AdvParams) -> StepLoss:
     """The adversarial objective ``adv.method`` (:mod:`fakeproof.objectives`: pgd, fgsm_rs, trades,
-    mart) with its eps ramped over ``adv.warmup_epochs``. Examples are crafted in float32 on the
-    unwrapped model in eval mode (BatchNorm running statistics used, not updated); the loss runs
+    mart) with its eps ramped over ``adv.warmup_epochs``. Examples are crafted in float32 (under
+    ``train.amp``'s autocast with ``adv.craft_precision: amp``) on the unwrapped model in eval mode (BatchNorm running statistics used, not updated); the loss runs
     under autocast with the model in train mode."""
     objective = get_objective(ap.method)
 
     def step(net, module, x, y, gen, weights, progress):
         eps, alpha = warmup_budget(ap, progress)
-        with rt.autocast():
+        with rt.autocast(), craft_precision(rt.amp_dtype if ap.craft_precision == "amp" else None):
             loss, _ = objective(net, x, y.long(), eps=eps, alpha=alpha, steps=ap.steps,
                                 weights=weights.to(x.device), generator=gen,
                                 clean_share=ap.clean_share, beta=ap.beta,

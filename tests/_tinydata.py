@@ -33,7 +33,7 @@ def face_image(rng: np.random.Generator, size: int, label: int, shift: float) ->
 def build_store(root: Path, videos: dict[str, int], frames: int = 4, size: int = 16,
                 shift: float = 0.25, shifts: Optional[dict[str, float]] = None,
                 labels: Optional[dict[str, int]] = None, skip_crops: tuple[str, ...] = (),
-                seed: int = 0) -> DataPaths:
+                seed: int = 0, encoding: str = "raw") -> DataPaths:
     """Write ``faces.lmdb``, ``faces.csv``, ``splits.csv`` under ``root``.
 
     Args:
@@ -42,11 +42,12 @@ def build_store(root: Path, videos: dict[str, int], frames: int = 4, size: int =
         labels: split name -> 1 to flip the labels written to splits.csv for that split (the
             crops keep the colour of their original label): a split where the cue is reversed.
         skip_crops: splits whose crops are left out of the store (faces.csv still lists them).
+        encoding: the store's (``faces.encoding``: raw, png or jpeg).
     """
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     faces, splits = [], []
-    with FaceStoreWriter(root / "faces.lmdb", encoding="raw") as w:
+    with FaceStoreWriter(root / "faces.lmdb", encoding=encoding) as w:
         for split, n in videos.items():
             s = (shifts or {}).get(split, shift)
             flip = (labels or {}).get(split, 0)

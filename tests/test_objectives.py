@@ -211,3 +211,21 @@ def test_catastrophic_overfit_rule() -> None:
     assert catastrophic_overfit(0.6, float("nan"))
     assert not catastrophic_overfit(float("nan"), 0.2)
     assert not catastrophic_overfit(0.5, 0.9)
+
+
+def test_craft_precision_sets_the_autocast_crafting_runs_under() -> None:
+    """``adv.craft_precision``: float32 crafting by default (autocast off even inside the
+    training forward's autocast); under ``craft_precision(dtype)`` crafting autocasts to it."""
+    from fakeproof.objectives import craft_precision
+    from fakeproof.objectives._common import crafting
+
+    model = torch.nn.Linear(2, 1)
+    seen = []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with crafting(model):
+            seen.append(torch.is_autocast_enabled("cpu"))
+        with craft_precision(torch.bfloat16), crafting(model):
+            seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        with craft_precision(None), crafting(model):
+            seen.append(torch.is_autocast_enabled("cpu"))
+    assert seen == [False, (True, torch.bfloat16), False]

@@ -52,7 +52,7 @@ from typing import Any, Callable, Optional
 from torch import Tensor
 
 from fakeproof.errors import registered
-from fakeproof.objectives._common import ObjectiveError
+from fakeproof.objectives._common import ObjectiveError, craft_precision
 from fakeproof.objectives.fgsm_rs import fgsm_rs_objective
 from fakeproof.objectives.mart import mart_objective
 from fakeproof.objectives.pgd import pgd_objective
@@ -125,5 +125,5 @@ def catastrophic_overfit(prev_val_pgd_acc: Optional[float], val_pgd_acc: Optiona
 
 
 __all__ = ["OBJECTIVES", "OVERFIT_DROP", "Objective", "ObjectiveError", "catastrophic_overfit",
-           "fgsm_rs_objective", "get_objective", "mart_objective", "pgd_objective",
-           "trades_objective", "train_alpha", "warmup_budget", "warmup_eps"]
+           "craft_precision", "fgsm_rs_objective", "get_objective", "mart_objective",
+           "pgd_objective", "trades_objective", "train_alpha", "warmup_budget", "warmup_eps"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from typing import Iterator, Optional
 
 import torch
@@ -82,6 +83,25 @@ def accuracy(logits: Tensor, labels: Tensor) -> float:
     return float((logits.argmax(1) == labels).float().mean()) if labels.numel() else float("nan")
 
 
+#: the autocast dtype crafting runs under (:func:`craft_precision`); None: float32
+_CRAFT_DTYPE: contextvars.ContextVar[Optional[torch.dtype]] = contextvars.ContextVar(
+    "craft_dtype", default=None)
+
+
+@contextlib.contextmanager
+def craft_precision(dtype: Optional[torch.dtype]) -> Iterator[None]:
+    """Inside: :func:`crafting` runs under autocast to ``dtype`` (``adv.craft_precision: amp``,
+    the training attack at the training forward's precision, about twice as fast on a GPU)
+    instead of float32; None keeps float32. ``benchmarks/bench_train.py gpu`` prints the robust
+    accuracy each reaches: bf16 rounds the logits, so the input gradient's sign can flip where
+    the gradient is tiny; fp16 can underflow it (:mod:`fakeproof.runtime`)."""
+    token = _CRAFT_DTYPE.set(dtype)
+    try:
+        yield
+    finally:
+        _CRAFT_DTYPE.reset(token)
+
+
 @contextlib.contextmanager
 def crafting(model: nn.Module) -> Iterator[nn.Module]:
     """Craft adversarial examples in eval mode and float32, leaving no trace on ``model``; yields
@@ -92,13 +112,16 @@ def crafting(model: nn.Module) -> Iterator[nn.Module]:
     Inside: every module in eval mode (BatchNorm uses its running statistics, dropout is off, as
     in deployment), parameters without ``requires_grad`` (:func:`~fakeproof.attacks.model_guard`),
     autocast off (the input gradients' signs are taken in full precision even when the training
-    forwards run under AMP). On exit every module's own ``training`` flag, the ``requires_grad``
+    forwards run under AMP; unless :func:`craft_precision` asks for autocast). On exit every module's own ``training`` flag, the ``requires_grad``
     flags and every buffer are back as they were: crafting never updates BatchNorm running
     statistics.
     """
     param = next(model.parameters(), None)
     device = param.device.type if param is not None else "cpu"
-    with model_guard(model), torch.autocast(device_type=device, enabled=False):
+    dtype = _CRAFT_DTYPE.get()
+    cast = (torch.autocast(device_type=device, enabled=False) if dtype is None
+            else torch.autocast(device_type=device, dtype=dtype))
+    with model_guard(model), cast:
         model.eval()
         yield folded_copy(model)
 
