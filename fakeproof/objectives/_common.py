@@ -112,9 +112,9 @@ def crafting(model: nn.Module) -> Iterator[nn.Module]:
     Inside: every module in eval mode (BatchNorm uses its running statistics, dropout is off, as
     in deployment), parameters without ``requires_grad`` (:func:`~fakeproof.attacks.model_guard`),
     autocast off (the input gradients' signs are taken in full precision even when the training
-    forwards run under AMP; unless :func:`craft_precision` asks for autocast). On exit every module's own ``training`` flag, the ``requires_grad``
-    flags and every buffer are back as they were: crafting never updates BatchNorm running
-    statistics.
+    forwards run under AMP; unless :func:`craft_precision` asks for autocast). On exit every
+    module's own ``training`` flag, the ``requires_grad`` flags and every buffer are back as they
+    were: crafting never updates BatchNorm running statistics.
     """
     param = next(model.parameters(), None)
     device = param.device.type if param is not None else "cpu"
