@@ -1,6 +1,7 @@
 """Self-Blended Images (``train.sbi``): what they buy across manipulations and datasets, and their cost.
 
-    python benchmarks/bench_sbi.py [--data data] [--cross PATH/labels.csv] [--epochs N] [--out DIR]
+    python benchmarks/bench_sbi.py [--data data] [--params params.yaml] [--cross PATH/labels.csv]
+                                   [--epochs N] [--out DIR]
 
 1. **Cost**: :func:`fakeproof.sbi.self_blend` plus the paper's augmentation
    (:func:`fakeproof.sbi.sbi_augment`) per image, one thread, on real demo crops at their stored
@@ -19,8 +20,10 @@
    (ratio ``train.sbi_ratio``), ``only``, trained on the demo's train split.
 
 Training is the pretrain stage's own (``fakeproof.train.run_pretrain``, val selection, the
-boundary fitted on val) with the code's default params (the demo's: smallcnn, 10 epochs,
-``train.augment: light``) except ``train.sbi`` and ``--epochs``. Scores are at each model's
+boundary fitted on val) with ``--params`` (default: the code's: smallcnn, 10 epochs,
+``train.augment: light``) except ``train.sbi`` and ``--epochs``; give the params the store was
+cropped with (``--params params.yaml`` after ``make demo``), so that the cross store is cropped at
+the same size. Scores are at each model's
 deployed boundary; AUCs carry 95 % BCa intervals that resample videos within strata
 (``eval.bootstrap`` draws; not estimable below ``eval.min_videos`` videos of a class).
 Prints Markdown tables; ``--out`` keeps the checkpoints and the cross store.
@@ -39,12 +42,13 @@ import pandas as pd
 import torch
 from bench_augment import ci  # "0.917 [0.667, 1.000]" (benchmarks/ is the script's folder)
 
-from fakeproof.boundary import Boundary, Deployed
-from fakeproof.config import default_params, params_from_dict
+from fakeproof.boundary import Deployed
+from fakeproof.config import default_params, load_params, params_from_dict
 from fakeproof.data import DataPaths, FaceDataset, make_loader
 from fakeproof.intervals import level_metrics
 from fakeproof.models import load_checkpoint
 from fakeproof.predict import logits_of
+from fakeproof.recipe import deployed_boundary
 from fakeproof.sbi import PSEUDO_METHOD, sbi_augment, sbi_rng, self_blend
 from fakeproof.train import run_pretrain
 
@@ -89,7 +93,7 @@ def cross_store(labels_csv: Path, params, out: Path) -> DataPaths:
     every video in the test split."""
     from fakeproof.faces import run_crop_faces
     from fakeproof.frames import run_extract_frames
-    from fakeproof.ingest import run_download
+    from fakeproof.download import run_download
 
     p = dataclasses.replace(params, data=dataclasses.replace(params.data, source="csv",
                                                              root=str(labels_csv)))
@@ -118,7 +122,7 @@ def train(params, paths: DataPaths, sbi: str, out: Path) -> tuple[Path, float, d
 
 def score(ckpt: Path, paths: DataPaths, ep) -> dict:
     model, meta = load_checkpoint(ckpt)
-    deployed = Deployed(model.eval(), Boundary.from_meta(meta))
+    deployed = Deployed(model.eval(), deployed_boundary(meta))
     ds = FaceDataset(paths.store, paths.faces_csv, paths.splits_csv, "test")
     z, _ = logits_of(deployed, make_loader(ds, ep.batch_size), "score")
     m = level_metrics(ds.frames.reset_index(drop=True), z, deployed.boundary, ep.video_agg,
@@ -133,10 +137,11 @@ def main() -> None:
     ap.add_argument("--data", default="data", help="folder with faces.lmdb, faces.csv, splits.csv")
     ap.add_argument("--cross", default=None, help="a path,label[,group] CSV of clips to score "
                     "as a cross-dataset test set (a path,label[,group] CSV of clips)")
+    ap.add_argument("--params", default=None, help="params file (default: the code's defaults)")
     ap.add_argument("--epochs", type=int, default=None, help="train.epochs (default: the code's)")
     ap.add_argument("--out", default=None, help="keep checkpoints and the cross store here")
     args = ap.parse_args()
-    params = params_from_dict(default_params())
+    params = load_params(args.params) if args.params else params_from_dict(default_params())
     if args.epochs:
         params = dataclasses.replace(params, train=dataclasses.replace(params.train,
                                                                       epochs=args.epochs))

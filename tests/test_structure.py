@@ -83,3 +83,32 @@ def test_the_module_import_graph_has_no_cycle() -> None:
     for m in sorted(graph):
         if m not in state:
             visit(m)
+
+
+def test_every_benchmark_imports_names_the_package_has() -> None:
+    """Benchmarks are not run by the suite; a module moved or a name renamed in ``fakeproof/``
+    must still not leave one importing what no longer exists (every ``from fakeproof... import``
+    and ``import fakeproof...`` of ``benchmarks/*.py``, at the top or inside a function)."""
+    import importlib
+    import importlib.util
+
+    stale = []
+    for path in sorted((PACKAGE.parent / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fakeproof"):
+                try:
+                    mod = importlib.import_module(node.module)
+                except ModuleNotFoundError:
+                    stale.append(f"{path.name}: {node.module}")
+                    continue
+                for alias in node.names:
+                    if not hasattr(mod, alias.name):
+                        try:
+                            importlib.import_module(f"{node.module}.{alias.name}")
+                        except ModuleNotFoundError:
+                            stale.append(f"{path.name}: {node.module}.{alias.name}")
+            elif isinstance(node, ast.Import):
+                stale += [f"{path.name}: {a.name}" for a in node.names
+                          if a.name.startswith("fakeproof")
+                          and importlib.util.find_spec(a.name) is None]
+    assert stale == []
