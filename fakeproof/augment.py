@@ -247,22 +247,29 @@ def resolve_preset(augment: Union[bool, str, None]) -> str:
     return str(augment)
 
 
-def apply_step(img: np.ndarray, step: Step, rng: np.random.Generator) -> np.ndarray:
-    """Run one step: draw whether it applies (only when ``p < 1``), then the op."""
+def draw_step(step: Step, rng: np.random.Generator, h: int, w: int) -> Optional[tuple]:
+    """One step's draws on an (h, w) item: whether it runs (only when ``p < 1``), then its op's
+    magnitudes; None when it does not run."""
     if step.p < 1.0 and rng.random() >= step.p:
-        return img
-    return OPS[step.op](img, rng, *step.args)
+        return None
+    return DRAW[step.op](rng, h, w, *step.args)
+
+
+def apply_step(img: np.ndarray, step: Step, rng: np.random.Generator) -> np.ndarray:
+    """Run one step: draw whether it applies, then the op (:func:`draw_step`)."""
+    drawn = draw_step(step, rng, *img.shape[1:])
+    return img if drawn is None else APPLY[step.op](img, *drawn)
 
 
 def draw_preset(preset: str, rng: np.random.Generator, h: int, w: int) -> list[tuple[str, tuple]]:
     """The ``(op, drawn magnitudes)`` of the steps of ``preset`` that run on an (h, w) item, in
     order: each step with ``p < 1`` draws whether it runs, then its op draws (the draws of
-    :func:`apply_step`, in the same order from the same generator; every op keeps the size)."""
+    :func:`draw_step`, in order from one generator; every op keeps the size)."""
     out = []
     for step in PRESETS[preset]:
-        if step.p < 1.0 and rng.random() >= step.p:
-            continue
-        out.append((step.op, DRAW[step.op](rng, h, w, *step.args)))
+        drawn = draw_step(step, rng, h, w)
+        if drawn is not None:
+            out.append((step.op, drawn))
     return out
 
 
@@ -290,7 +297,7 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 
 __all__ = ["APPLY", "AugmentError", "DRAW", "OPS", "PRESETS", "Step", "apply_step", "augment_image",
-           "clamp01", "draw_preset", "item_rng", "one_thread", "resolve_preset"]
+           "clamp01", "draw_preset", "draw_step", "item_rng", "one_thread", "resolve_preset"]
 
 if tuple(PRESETS) != tuple(AUGMENT_PRESETS):
     raise ImportError("fakeproof.augment: PRESETS must list exactly fakeproof.config.AUGMENT_PRESETS")

@@ -47,14 +47,14 @@ from fakeproof.data import DataPaths, FaceDataset, make_loader
 from fakeproof.delong import delong_test
 from fakeproof.dvcfile import flatten_vars
 from fakeproof.errors import FakeproofError
-from fakeproof.evaluate import attack_videos, eval_budget
+from fakeproof.evaluate import attack_sample, eval_budget
 from fakeproof.io import tidy
 from fakeproof.metrics import aggregate_videos
 from fakeproof.models import load_checkpoint
 from fakeproof.models.fusion import Member
 from fakeproof.predict import logits_of
 from fakeproof.recipe import Recipe, read_recipe
-from fakeproof.sampling import Sample, choose_sample
+from fakeproof.sampling import Sample
 from fakeproof.under_attack import dataset_batches, eps_label, score_under_attack
 from fakeproof.runtime import frozen_on, resolve_device
 
@@ -276,7 +276,7 @@ def run_compare(spec_a: str, spec_b: str, data: DataPaths, ep: EvalParams,
         "test_videos": int(frames["video_id"].nunique()), "test_faces": int(len(frames)),
         **_paired(clean[0], clean[1], ep)}
     if eps:
-        sample = choose_sample(frames, attack_videos(ep), ep.seed)
+        sample = attack_sample(frames, ep)
         adv = [video_scores(c, sample.frames, pgd_logits(c, ds, sample, ep, eps)) for c in (a, b)]
         out["pgd"] = {"eps": eps_label(eps), "videos": int(sample.frames["video_id"].nunique()),
                       **_paired(adv[0], adv[1], ep)}

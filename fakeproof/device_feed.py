@@ -55,10 +55,8 @@ SCALE = np.float32(1.0 / 255.0)  # uint8 to [0, 1], as FaceDataset.__getitem__ s
 
 
 def resolve_decode(decode: str, sbi: str, device: torch.device) -> str:
-    """``train.decode`` to ``cpu`` or ``device``: auto is device on CUDA unless SBI is on."""
-    if decode == "device" and sbi != "off":
-        raise DataError(f"train.decode = 'device' with train.sbi = {sbi!r}: SBI runs on the CPU "
-                        "path only; use train.decode: auto or cpu")
+    """``train.decode`` to ``cpu`` or ``device``: auto is device on CUDA unless SBI is on.
+    (``device`` with SBI is refused by the params loader, and by :class:`PackedDataset`.)"""
     if decode == "auto":
         return "device" if device.type == "cuda" and sbi == "off" else "cpu"
     return decode

@@ -53,7 +53,7 @@ from fakeproof.calibration import log_loss
 from fakeproof.config import EvalParams, Params, as_dict
 from fakeproof.data import DataPaths, FaceDataset, make_loader
 from fakeproof.errors import FakeproofError
-from fakeproof.evaluate import (ROBUST, Scored, attack_videos, eval_budget, evaluate_model,
+from fakeproof.evaluate import (ROBUST, Scored, attack_sample, eval_budget, evaluate_model,
                                 headline, model_pairs, wide_by_eps)
 from fakeproof.intervals import level_metrics
 from fakeproof.io import write_csv, write_json
@@ -65,7 +65,7 @@ from fakeproof.models.fusion import (ENSEMBLE, IDENTITY_MEAN, IDENTITY_STD, Ense
 from fakeproof.predict import as_logit_array, logits_of
 from fakeproof.recipe import Recipe, build_recipe, read_recipe
 from fakeproof.runtime import frozen_on, resolve_device
-from fakeproof.sampling import Sample, choose_sample
+from fakeproof.sampling import Sample
 from fakeproof.face_scores import (TRANSFER_ATTACK, Crafted, file_sha256, fused_decision, read_logits,
                                 transfer_table)
 from fakeproof.under_attack import dataset_batches, eps_label, score_under_attack
@@ -326,7 +326,7 @@ def _members_measured(evaluated: Optional[Path], chosen: Mapping[str, Path],
     evaluate's ``logits.csv`` when it measured these very checkpoints on these faces
     (:func:`fakeproof.face_scores.read_logits`), else measured here."""
     frames = test_ds.frames.reset_index(drop=True)
-    sample = choose_sample(frames, attack_videos(ep), ep.seed)  # evaluate_model's sample
+    sample = attack_sample(frames, ep)  # evaluate_model's
     names = list(deployed)
     size = int(test_ds[0][0].shape[-1])  # evaluate feeds crops as stored; a Member resizes them
     resized = [n for n in names if deployed[n].model.input_size != size]

@@ -87,6 +87,13 @@ def eval_budget(ep: EvalParams) -> Budget:
                           videos=ep.attack_videos)
 
 
+def attack_sample(frames: pd.DataFrame, ep: EvalParams) -> Sample:
+    """The attacked sample of a test split (``frames`` in dataset order): whole videos,
+    stratified, ``eval.attack_videos`` of them (:func:`attack_videos`), seeded by ``eval.seed``;
+    every stage and command that attacks the test split attacks these faces."""
+    return choose_sample(frames, attack_videos(ep), ep.seed)
+
+
 def attack_videos(ep: EvalParams) -> Optional[int]:
     """How many whole test videos the attacks take (``eval.attack_videos``, else the preset's);
     None: every one."""
@@ -160,7 +167,7 @@ def evaluate_model(name: str, model: Deployed, ds: FaceDataset, ep: EvalParams,
                                      f"{name} clean", device)
     test_clean = level_metrics(frames, clean_logits, boundary, ep.video_agg, ep.bootstrap,
                                ep.seed, ep.min_videos)
-    sample = choose_sample(frames, attack_videos(ep), ep.seed)
+    sample = attack_sample(frames, ep)
     sub_labels = sample.frames["label"].to_numpy()
     sub_clean = clean_logits[sample.index]
     sample_clean = level_metrics(sample.frames, sub_clean, boundary, ep.video_agg, ep.bootstrap,

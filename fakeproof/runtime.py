@@ -9,8 +9,9 @@ reference, ``references/classification/train.py`` and ``utils.init_distributed_m
   training forward pass and loss only. Attacks (the PGD examples of adversarial training, every
   evaluation attack) run in float32 (the training attack under autocast only with
   ``adv.craft_precision: amp``, which bench_train.py gpu checks): an fp16 input gradient
-  underflows to zero for confident samples (the loss gradient of a logit near 10 is about 4.5e-5, near fp16's smallest
-  normal 6.1e-5), which would make an attack silently weaker and a model look robust.
+  underflows to zero for confident samples (the loss gradient of a logit near 10 is about
+  4.5e-5, near fp16's smallest normal 6.1e-5), which would make an attack silently weaker and
+  a model look robust.
 - ``train.deterministic``: seeded, deterministic algorithms. On the CPU the same params and data
   give byte-identical weights (on the same CPU model). On CUDA it sets
   ``torch.use_deterministic_algorithms`` and ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` and turns

@@ -18,8 +18,9 @@
   ``adv.steps``, random start) crafted against the current weights in eval mode (BatchNorm running
   statistics are used while attacking and left untouched by it).
 - Where and how (:mod:`fakeproof.runtime`): ``train.device``, ``train.amp`` (attacks craft in
-  float32; the training attack under train.amp's autocast with ``adv.craft_precision: amp``), ``train.deterministic``, ``train.nproc`` (DistributedDataParallel, rank 0 scores,
-  logs and writes). Every epoch reseeds its shuffle, dropout and attack starts from
+  float32; the training attack under train.amp's autocast with ``adv.craft_precision: amp``),
+  ``train.deterministic``, ``train.nproc`` (DistributedDataParallel, rank 0 scores, logs and
+  writes). Every epoch reseeds its shuffle, dropout and attack starts from
   ``(seed, epoch)`` and ends with a resume state (:mod:`fakeproof.resume`): a killed stage re-run
   continues from its last completed epoch and ends with the same bytes.
 """
@@ -227,8 +228,9 @@ def _adv_val_scores(model: nn.Module, val_ds: FaceDataset, ap: AdvParams, batch_
 def _objective_loss(rt: runtime.Runtime, ap: AdvParams) -> StepLoss:
     """The adversarial objective ``adv.method`` (:mod:`fakeproof.objectives`: pgd, fgsm_rs, trades,
     mart) with its eps ramped over ``adv.warmup_epochs``. Examples are crafted in float32 (under
-    ``train.amp``'s autocast with ``adv.craft_precision: amp``) on the unwrapped model in eval mode (BatchNorm running statistics used, not updated); the loss runs
-    under autocast with the model in train mode."""
+    ``train.amp``'s autocast with ``adv.craft_precision: amp``) on the unwrapped model in eval
+    mode (BatchNorm running statistics used, not updated); the loss runs under autocast with
+    the model in train mode."""
     objective = get_objective(ap.method)
 
     def step(net, module, x, y, gen, weights, progress):

@@ -119,8 +119,12 @@ def test_auto_decodes_on_the_device_on_cuda_only_and_sbi_stays_on_the_cpu() -> N
     assert resolve_decode("auto", "off", cuda_dev) == "device"
     assert resolve_decode("auto", "mix", cuda_dev) == "cpu"
     assert resolve_decode("cpu", "off", cuda_dev) == "cpu"
-    with pytest.raises(DataError, match="train.decode = 'device' with train.sbi = 'mix'"):
-        resolve_decode("device", "mix", CPU)
+
+
+def test_a_self_blended_dataset_is_never_packed(store) -> None:
+    sbi = FaceDataset(store.store, store.faces_csv, store.splits_csv, "train", sbi="mix")
+    with pytest.raises(DataError, match="train.sbi = 'mix': SBI runs on the CPU path only"):
+        PackedDataset(sbi)
 
 
 def test_params_validate_train_decode_and_adv_craft_precision() -> None:
